@@ -1,0 +1,75 @@
+"""Checkpoints: one plain dict, written atomically (temp file + rename).
+
+    {"config": dict, "step": int, "descriptor": state_dict, "generator": state_dict,
+     "opt_des": ..., "opt_gen": ..., "rng": {...}, "state": {persistent tensors}}
+
+``latest.pt`` in a run folder is what resuming and sampling read.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from .config import Config
+from .errors import UserError
+from .nets import build_descriptor, build_generator
+
+LATEST = "latest.pt"
+
+
+def save_checkpoint(obj: dict, path: Path) -> None:
+    """torch.save to a temp file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def find_checkpoint(run_or_ckpt) -> Path:
+    """A checkpoint file, or a run folder (its latest.pt)."""
+    p = Path(run_or_ckpt).expanduser()
+    if p.is_dir():
+        p = p / LATEST
+        if not p.is_file():
+            raise UserError(f"run folder {p.parent} has no checkpoint yet ({LATEST}); train it first")
+    elif not p.is_file():
+        raise UserError(f"{p} is neither a run folder nor a checkpoint file")
+    return p
+
+
+def load_checkpoint(run_or_ckpt, map_location="cpu") -> dict:
+    path = find_checkpoint(run_or_ckpt)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # a truncated or foreign file
+        raise UserError(f"cannot read checkpoint {path}: {e}") from None
+    if not isinstance(ckpt, dict) or "config" not in ckpt or "generator" not in ckpt:
+        raise UserError(f"{path} is not a coopnets checkpoint")
+    return ckpt
+
+
+def build_nets(cfg: Config, channels: int):
+    """The descriptor and generator that ``cfg`` describes, freshly initialised."""
+    des = build_descriptor(cfg.des_net, channels, cfg.des_width)
+    gen = build_generator(cfg.gen_net, channels, cfg.gen_width, cfg.z_dim, cfg.gen_norm)
+    return des, gen
+
+
+def load_run(run_or_ckpt, device="cpu"):
+    """(config, descriptor, generator, checkpoint dict) of a trained run, nets in eval mode."""
+    ckpt = load_checkpoint(run_or_ckpt)
+    cfg = Config(**ckpt["config"])
+    des, gen = build_nets(cfg, ckpt["channels"])
+    des.load_state_dict(ckpt["descriptor"])
+    gen.load_state_dict(ckpt["generator"])
+    return cfg, des.to(device).eval(), gen.to(device).eval(), ckpt
+
+
+def config_dict(cfg: Config) -> dict:
+    return asdict(cfg)

@@ -1,0 +1,192 @@
+"""One dataclass of every setting, named presets, and CLI overrides generated from the fields.
+
+A preset is a dict of overrides of the defaults; ``--any-field VALUE`` overrides a preset;
+``--config run/config.json`` repeats a run exactly. The resolved config is saved with the run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from .errors import UserError
+
+
+@dataclass
+class Config:
+    preset: str = ""
+    algorithm: str = "coop"  # coop (CoopNets) | descriptor (Algorithm D) | abp (Algorithm G)
+    # data -------------------------------------------------------------------------------
+    data: str = ""  # folder, zip, .npz/.npy, IDX file or a single texture image
+    data_kind: str = "auto"  # auto | folder | zip | mnist | array | texture
+    data_key: str = ""  # which array of an .npz (default x_train, or the only one)
+    subset: str = ""  # START:STOP, e.g. 0:50000 for MNIST's training part
+    image_size: int = 0  # resize to a square of this size (0: keep the data's size)
+    center_crop: bool = False  # centre-crop to a square before resizing
+    channels: int = 0  # 1 or 3 to convert; 0 keeps the data's
+    crop_size: int = 0  # train on random crops of this size (textures); 0: whole images
+    # networks ---------------------------------------------------------------------------
+    des_net: str = "img64"  # see nets.DESCRIPTORS
+    gen_net: str = "img64"  # see nets.GENERATORS
+    des_width: int = 64
+    gen_width: int = 64
+    z_dim: int = 100  # d
+    gen_norm: str = "batch"  # batch | none
+    # descriptor: Langevin on x (D1) and learning (D2) -----------------------------------------
+    des_steps: int = 10  # l_D
+    des_step_size: float = 0.002  # δ
+    des_refsig: float = 0.016  # s, std of the Gaussian reference q(x)
+    des_noise: bool = True
+    des_lr: float = 0.01
+    des_beta1: float = 0.5
+    des_init: str = "noise"  # Algorithm D chains: noise | persistent | data
+    # generator: Langevin on z (G1) and learning (G2) --------------------------------------------
+    gen_steps: int = 0  # l_G; 0 uses the generated latents as they are
+    gen_step_size: float = 0.1
+    gen_refsig: float = 0.3  # σ, std of the generator's residual
+    gen_noise: bool = True
+    gen_lr: float = 1e-4
+    gen_beta1: float = 0.5
+    # schedule ---------------------------------------------------------------------------
+    batch_size: int = 100  # n observed examples per step (per process)
+    num_chains: int = 144  # M synthesized examples per step (per process)
+    steps: int = 10000  # total iterations
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: str = "none"  # none | bf16 (networks under autocast; Langevin state stays float32)
+    # output -----------------------------------------------------------------------------
+    outdir: str = "runs"
+    log_every: int = 10
+    sample_every: int = 200
+    ckpt_every: int = 200
+    snapshot_every: int = 0  # keep a copy of the checkpoint every N steps (0: only latest)
+    grid_size: int = 64  # fixed latent batch drawn once, for comparable progress grids
+    progress: bool = True
+
+    def validate(self) -> "Config":
+        def need(cond, msg):
+            if not cond:
+                raise UserError(msg)
+        need(self.algorithm in ("coop", "descriptor", "abp"),
+             f"--algorithm must be coop, descriptor or abp, got {self.algorithm!r}")
+        need(self.des_init in ("noise", "persistent", "data"),
+             f"--des-init must be noise, persistent or data, got {self.des_init!r}")
+        need(self.amp in ("none", "bf16"), f"--amp must be none or bf16, got {self.amp!r}")
+        need(self.channels in (0, 1, 3), f"--channels must be 0, 1 or 3, got {self.channels}")
+        for name in ("batch_size", "num_chains", "steps", "des_width", "gen_width", "z_dim",
+                     "log_every", "grid_size"):
+            need(getattr(self, name) > 0, f"--{_flag(name)} must be positive, got {getattr(self, name)}")
+        for name in ("des_steps", "gen_steps", "image_size", "crop_size", "sample_every",
+                     "ckpt_every", "snapshot_every"):
+            need(getattr(self, name) >= 0, f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+        for name in ("des_step_size", "des_refsig", "gen_step_size", "gen_refsig", "des_lr", "gen_lr"):
+            need(getattr(self, name) > 0, f"--{_flag(name)} must be positive, got {getattr(self, name)}")
+        for name in ("des_beta1", "gen_beta1"):
+            need(0 <= getattr(self, name) < 1, f"--{_flag(name)} must be in [0, 1), got {getattr(self, name)}")
+        return self
+
+
+# Fields that do not change what a run computes: a changed value still resumes the run.
+RESUME_IGNORES = {"steps", "log_every", "sample_every", "ckpt_every", "snapshot_every",
+                  "progress", "device", "outdir"}
+
+_CPU = dict(device="auto", log_every=5, sample_every=50, ckpt_every=50)
+
+PRESETS: dict[str, dict] = {
+    # Exp 1, Fig. 1: stationary CoopNets on one texture image; synthesizes any size.
+    "texture": dict(data_kind="texture", image_size=224, des_net="texture", gen_net="texture",
+                    des_width=64, gen_width=64, z_dim=64, batch_size=1, num_chains=6,
+                    des_steps=30, des_step_size=0.01, des_refsig=1.0, gen_lr=3e-4,
+                    des_lr=0.002, steps=3000, grid_size=6, sample_every=100),
+    # The demo: Exp 1 at laptop scale, about a minute and a half on 2 CPU cores.
+    "texture-cpu": dict(data_kind="texture", image_size=128, crop_size=64, des_net="texture",
+                        gen_net="texture", des_width=24, gen_width=24, z_dim=32, batch_size=4,
+                        num_chains=8, des_steps=15, des_step_size=0.01, des_refsig=1.0,
+                        des_lr=0.002, gen_lr=3e-4, steps=300, grid_size=9, **_CPU),
+    # Exp 2, Fig. 2-3: a few images of one object category, 64x64.
+    "object": dict(image_size=64, center_crop=True, batch_size=10, num_chains=36,
+                   des_steps=10, steps=3000),
+    # Exp 3, Fig. 4-5 and Table 1 (Inception score 2.66..3.79): 10 scene categories, 64x64.
+    # The configuration of the released code: batch 100, 12x12 = 144 chains, 10 steps.
+    "scene-64": dict(image_size=64, center_crop=True, batch_size=100, num_chains=144,
+                     des_steps=10, steps=30000),
+    # Exp 4, Fig. 7 and Table 2 (Parzen log-likelihood: generator 226, descriptor 228).
+    "mnist": dict(des_net="mnist", gen_net="mnist", subset="0:50000", channels=1,
+                  batch_size=100, num_chains=100, des_steps=10, steps=25000),
+    "mnist-cpu": dict(des_net="mnist", gen_net="mnist", subset="0:50000", channels=1,
+                      des_width=32, gen_width=32, batch_size=64, num_chains=64, des_steps=8,
+                      steps=1500, **_CPU),
+    # Exp 5, Table 3 (FID: generator 35.25, descriptor 33.61): CIFAR-10 32x32.
+    "cifar10": dict(des_net="img32", gen_net="img32", batch_size=100, num_chains=100,
+                    des_steps=10, steps=100000),
+    # Exp 5 at 64x64 (faces for completion, Exp 6, Table 4): CelebA centre crops.
+    "celeba-64": dict(image_size=64, center_crop=True, batch_size=100, num_chains=100,
+                      des_steps=10, steps=50000),
+    "celeba-64-cpu": dict(image_size=64, center_crop=True, des_width=32, gen_width=32,
+                          batch_size=64, num_chains=64, des_steps=8, steps=1500, **_CPU),
+    # Exp 5, Fig. 8a and Table 3 (FID: generator 16.98, descriptor 16.65): CelebA 128x128.
+    "celeba-128": dict(des_net="img128", gen_net="img128", image_size=128, center_crop=True,
+                       batch_size=100, num_chains=100, des_steps=10, steps=100000),
+    # Exp 5, Fig. 8b and Table 3 (FID: generator 64.30, descriptor 35.42): LSUN bedrooms 256.
+    "lsun-256": dict(des_net="img256", gen_net="img256", image_size=256, center_crop=True,
+                     batch_size=64, num_chains=64, des_steps=10, steps=200000),
+    # Tiny networks for tests and smoke runs.
+    "smoke": dict(des_net="mnist", gen_net="mnist", des_width=4, gen_width=4, z_dim=8,
+                  batch_size=8, num_chains=8, des_steps=2, gen_steps=1, steps=2, log_every=1,
+                  sample_every=1, ckpt_every=1, grid_size=4),
+}
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def parse_value(f: dataclasses.Field, text: str):
+    """Parse a CLI string for a field, with a one-line error when it does not fit."""
+    kind = f.type if isinstance(f.type, type) else {"int": int, "float": float, "bool": bool,
+                                                    "str": str}[f.type]
+    if kind is bool:
+        low = text.lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise UserError(f"--{_flag(f.name)} takes true or false, got {text!r}")
+    try:
+        return kind(text)
+    except ValueError:
+        raise UserError(f"--{_flag(f.name)} takes a {kind.__name__}, got {text!r}") from None
+
+
+def resolve(preset: str | None = None, config_file: str | None = None, **overrides) -> Config:
+    """Defaults <- preset or saved config <- overrides (already typed), validated."""
+    values: dict = {}
+    if config_file:
+        path = Path(config_file)
+        if not path.is_file():
+            raise UserError(f"config file {path} does not exist")
+        try:
+            values.update(json.loads(path.read_text()))
+        except json.JSONDecodeError as e:
+            raise UserError(f"config file {path} is not valid JSON: {e}") from None
+    if preset:
+        if preset not in PRESETS:
+            raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        values.update(PRESETS[preset], preset=preset)
+    values.update(overrides)
+    known = {f.name for f in fields(Config)}
+    unknown = set(values) - known
+    if unknown:
+        raise UserError(f"unknown config field(s) {', '.join(sorted(unknown))}")
+    return Config(**values).validate()
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    path.write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+
+
+def same_run(a: dict, b: dict) -> bool:
+    """Whether two configs describe the same computation (so one resumes the other)."""
+    keys = (set(a) | set(b)) - RESUME_IGNORES
+    return all(a.get(k) == b.get(k) for k in keys)

@@ -1,0 +1,146 @@
+"""The two networks, as literal registries. Networks only compute.
+
+descriptor(x) -> (B,) scores f(x; θ)       bottom-up ConvNet, no BatchNorm (examples independent)
+generator(z)  -> (B, C, H, W) in (-1, 1)   top-down ConvNet, tanh output
+
+Widths are multiples of a base width ``w`` (``--des-width``, ``--gen-width``); the defaults
+are the architectures of the paper's released code (TPAMI 2020, Sec. 5).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import UserError
+
+
+@dataclass(frozen=True)
+class DescriptorSpec:
+    convs: tuple  # ((width multiple, kernel, stride), ...), each followed by LeakyReLU(0.2)
+    top: int  # outputs of the top layer, summed into f
+    stationary: bool = False  # top is a 3x3 conv summed over all positions (textures)
+    size: int | None = None  # the input size a non-stationary net requires
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    widths: tuple  # width multiples of the hidden layers, coarse to fine
+    start: int = 0  # spatial size of the first feature map (0: spatial latent, textures)
+    kernel: int = 5  # transposed convolutions, stride 2, each doubling the size
+
+
+DESCRIPTORS = {
+    # Exp 1 textures: stationary; f sums the top responses over positions, any input size.
+    "texture": DescriptorSpec(convs=((1, 5, 2), (2, 3, 2)), top=100, stationary=True),
+    # Exp 4 MNIST 28x28: 28 -> 14 -> 7 -> 7, fc 100.
+    "mnist": DescriptorSpec(convs=((1, 5, 2), (2, 3, 2), (4, 3, 1)), top=100, size=28),
+    # Exp 5 CIFAR-10 32x32: 32 -> 16 -> 8 -> 4 -> 2, fc 100.
+    "img32": DescriptorSpec(convs=((1, 5, 2), (2, 5, 2), (4, 5, 2), (8, 5, 2)), top=100, size=32),
+    # Exp 2/3 objects and scenes 64x64: 64 -> 32 -> 16 -> 16, fc 100.
+    "img64": DescriptorSpec(convs=((1, 5, 2), (2, 3, 2), (4, 3, 1)), top=100, size=64),
+    # Exp 5 CelebA 128x128: 128 -> 64 -> ... -> 4, fc 100.
+    "img128": DescriptorSpec(convs=((1, 5, 2), (2, 5, 2), (4, 5, 2), (8, 5, 2), (8, 3, 2)),
+                             top=100, size=128),
+    # Exp 5 LSUN bedrooms 256x256: 256 -> 128 -> ... -> 4, fc 100.
+    "img256": DescriptorSpec(convs=((1, 5, 2), (2, 5, 2), (4, 5, 2), (8, 5, 2), (8, 5, 2),
+                                    (8, 3, 2)), top=100, size=256),
+}
+
+GENERATORS = {
+    # latent (d, h, w) -> (C, 16h, 16w): synthesizes any size, e.g. twice the training image.
+    "texture": GeneratorSpec(widths=(4, 2, 1)),
+    "mnist": GeneratorSpec(widths=(4, 2), start=7),  # 7 -> 14 -> 28
+    "img32": GeneratorSpec(widths=(8, 4, 2, 1), start=2),  # 2 -> 4 -> 8 -> 16 -> 32
+    "img64": GeneratorSpec(widths=(8, 4, 2, 1), start=4),  # 4 -> 8 -> 16 -> 32 -> 64
+    "img128": GeneratorSpec(widths=(8, 8, 4, 2, 1), start=4),  # 4 -> ... -> 128
+    "img256": GeneratorSpec(widths=(8, 8, 8, 4, 2, 1), start=4),  # 4 -> ... -> 256
+}
+
+
+class Descriptor(nn.Module):
+    """f(x; θ): bottom-up ConvNet; the top layer's outputs are summed (over positions too when
+    stationary). Section 1 of docs: p(x; θ) ∝ exp(f(x; θ)) N(x; 0, s²I)."""
+
+    def __init__(self, spec: DescriptorSpec, channels: int, width: int):
+        super().__init__()
+        self.spec, layers, c = spec, [], channels
+        for mult, k, s in spec.convs:
+            layers += [nn.Conv2d(c, mult * width, k, s, k // 2), nn.LeakyReLU(0.2)]
+            c = mult * width
+        self.body = nn.Sequential(*layers)
+        if spec.stationary:
+            self.top = nn.Conv2d(c, spec.top, 3, 1, 1)
+        else:
+            size = spec.size
+            for _, _, s in spec.convs:
+                size = (size + s - 1) // s
+            self.top = nn.Linear(c * size * size, spec.top)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B,)
+        if not self.spec.stationary and x.shape[-1] != self.spec.size:
+            raise UserError(f"this descriptor takes {self.spec.size}x{self.spec.size} images, "
+                            f"got {x.shape[-2]}x{x.shape[-1]}; pass --image-size {self.spec.size}"
+                            " or choose another --des-net")
+        h = self.body(x)
+        h = h if self.spec.stationary else h.flatten(1)
+        return self.top(h).flatten(1).sum(1).float()
+
+
+class Generator(nn.Module):
+    """g(z; α): top-down ConvNet with transposed convolutions and tanh output (Section 2).
+
+    Non-stationary: z (B, d) -> (B, w0, start, start) by a transposed conv (a fully connected
+    layer), then stride-2 layers. Stationary (start = 0): z (B, d, h, w) -> (B, C, 2^L h, 2^L w).
+    """
+
+    def __init__(self, spec: GeneratorSpec, channels: int, width: int, z_dim: int, norm: str):
+        super().__init__()
+        if norm not in ("batch", "none"):
+            raise UserError(f"--gen-norm must be batch or none, got {norm!r}")
+        self.spec, self.z_dim = spec, z_dim
+
+        def block(conv, c_out):
+            return [conv, nn.BatchNorm2d(c_out) if norm == "batch" else nn.Identity(), nn.ReLU()]
+
+        def up(c_in, c_out):
+            k = spec.kernel
+            return nn.ConvTranspose2d(c_in, c_out, k, 2, k // 2, output_padding=1)
+
+        widths = [m * width for m in spec.widths]
+        if spec.start:
+            layers, c = block(nn.ConvTranspose2d(z_dim, widths[0], spec.start), widths[0]), widths[0]
+            widths = widths[1:]
+        else:
+            layers, c = [], z_dim
+        for w in widths:
+            layers += block(up(c, w), w)
+            c = w
+        layers += [up(c, channels), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def latent_shape(self, image_size: int) -> tuple:
+        """Shape of one latent vector for an output of this size (spatial for textures)."""
+        if self.spec.start:
+            return (self.z_dim,)
+        factor = 2 ** (len(self.spec.widths) + 1)
+        if image_size % factor:
+            raise UserError(f"the texture generator makes sizes that are multiples of {factor}, "
+                            f"got {image_size}")
+        return (self.z_dim, image_size // factor, image_size // factor)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:  # (B, d) or (B, d, h, w) -> (B, C, H, W)
+        return self.net(z[:, :, None, None] if z.dim() == 2 else z)
+
+
+def build_descriptor(name: str, channels: int, width: int) -> Descriptor:
+    if name not in DESCRIPTORS:
+        raise UserError(f"unknown descriptor {name!r}; choose one of {', '.join(DESCRIPTORS)}")
+    return Descriptor(DESCRIPTORS[name], channels, width)
+
+
+def build_generator(name: str, channels: int, width: int, z_dim: int, norm: str) -> Generator:
+    if name not in GENERATORS:
+        raise UserError(f"unknown generator {name!r}; choose one of {', '.join(GENERATORS)}")
+    return Generator(GENERATORS[name], channels, width, z_dim, norm)
