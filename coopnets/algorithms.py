@@ -25,6 +25,12 @@ def generator_loss(target: torch.Tensor, g: torch.Tensor, sigma: float) -> torch
     return (target - g.float()).flatten(1).pow(2).sum(1).mean() / (2.0 * sigma * sigma)
 
 
+def unwrap(module):
+    """The plain module inside a DistributedDataParallel wrapper: Langevin runs on it, so no
+    DDP hook fires inside MCMC; parameter updates go through the wrapper."""
+    return getattr(module, "module", module)
+
+
 def _amp(cfg, device):
     if cfg.amp == "bf16":
         return lambda: torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
@@ -58,7 +64,7 @@ def descriptor_step(des, opt_des, x_obs, x_init, cfg, generator=None):
     """Algorithm D. Returns (x̃, stats)."""
     amp = _amp(cfg, x_obs.device)
     # D1: l_D Langevin steps of the descriptor from x_init.
-    x_syn = langevin(descriptor_log_prob(des, cfg.des_refsig, amp), x_init, cfg.des_steps,
+    x_syn = langevin(descriptor_log_prob(unwrap(des), cfg.des_refsig, amp), x_init, cfg.des_steps,
                      cfg.des_step_size, cfg.des_noise, generator)
     # D2: θ ← θ + lr · (mean ∂f(x_i)/∂θ − mean ∂f(x̃_j)/∂θ).
     stats = _update_descriptor(des, opt_des, x_obs, x_syn, amp)
@@ -71,7 +77,7 @@ def abp_step(gen, opt_gen, x_obs, z, cfg, generator=None):
     (warm start). Returns (z̃, stats)."""
     amp = _amp(cfg, x_obs.device)
     # G1: l_G Langevin steps of z under the posterior p(z | x; α).
-    z = langevin(generator_log_posterior(gen, x_obs, cfg.gen_refsig, autocast=amp), z,
+    z = langevin(generator_log_posterior(unwrap(gen), x_obs, cfg.gen_refsig, autocast=amp), z,
                  cfg.gen_steps, cfg.gen_step_size, cfg.gen_noise, generator)
     # G2: α ← α − lr · ∂/∂α mean ||x_i − g(z_i)||² / (2σ²).
     with amp():
@@ -86,25 +92,26 @@ def abp_step(gen, opt_gen, x_obs, z, cfg, generator=None):
 def coop_step(des, gen, opt_des, opt_gen, x_obs, cfg, latent_shape, generator=None):
     """CoopNets (MCMC teaching). Returns (stats, x̂ generated, x̃ revised)."""
     amp = _amp(cfg, x_obs.device)
-    # G0: ẑ ~ N(0, I), x̂ = g(ẑ). The graph is kept so that G2 can reuse it when l_G = 0.
+    reuse = cfg.gen_steps == 0
+    # G0: ẑ ~ N(0, I), x̂ = g(ẑ). With l_G = 0 the graph is kept so that G2 reuses it.
     z = randn((cfg.num_chains, *latent_shape), generator, x_obs.device)
-    with amp():
-        x_gen = gen(z)
+    with amp(), torch.set_grad_enabled(reuse):
+        x_gen = (gen if reuse else unwrap(gen))(z)
     # D1: l_D Langevin steps of the descriptor starting from x̂ -> revised x̃.
-    x_rev = langevin(descriptor_log_prob(des, cfg.des_refsig, amp), x_gen.float(),
+    x_rev = langevin(descriptor_log_prob(unwrap(des), cfg.des_refsig, amp), x_gen.float(),
                      cfg.des_steps, cfg.des_step_size, cfg.des_noise, generator)
     # G1 (optional): l_G Langevin steps of z towards x̃ -> z̃ (else z̃ = ẑ, known).
-    if cfg.gen_steps > 0:
-        z = langevin(generator_log_posterior(gen, x_rev, cfg.gen_refsig, autocast=amp), z,
+    if not reuse:
+        z = langevin(generator_log_posterior(unwrap(gen), x_rev, cfg.gen_refsig, autocast=amp), z,
                      cfg.gen_steps, cfg.gen_step_size, cfg.gen_noise, generator)
     # D2: update θ with observed {x_i} against revised {x̃_j}.
     stats = _update_descriptor(des, opt_des, x_obs, x_rev, amp)
     # G2: update α to reproduce x̃ from z̃ (reusing the G0 forward pass when z̃ = ẑ).
-    if cfg.gen_steps > 0:
+    if reuse:
+        x_fit = x_gen
+    else:
         with amp():
             x_fit = gen(z)
-    else:
-        x_fit = x_gen
     loss = generator_loss(x_rev, x_fit, cfg.gen_refsig)
     opt_gen.zero_grad(set_to_none=True)
     loss.backward()

@@ -193,24 +193,26 @@ class Batches:
             raise UserError(f"--crop-size {self.crop} is larger than the images ({h}x{w})")
         self.per_epoch = max(1, n // self.batch_size)
 
+    def indices(self, step: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+        """Example indices of this step's batch (this rank's share of the global batch)."""
+        n, b = len(self.images), self.batch_size
+        epoch, k = divmod(step, self.per_epoch)
+        if n >= b * world:
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
+            start = k * b * world if n >= b * world * (k + 1) else 0
+            return perm[start + rank * b: start + (rank + 1) * b]
+        # fewer examples than a global batch (e.g. one texture image): draw with replacement
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        return torch.randint(n, (b * world,), generator=g)[rank * b:(rank + 1) * b]
+
     def batch(self, step: int, rank: int = 0, world: int = 1) -> torch.Tensor:
         """Float batch in [-1, 1] for this step (and this rank's share of it)."""
-        n = len(self.images)
-        epoch, k = divmod(step, self.per_epoch)
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        if n >= self.batch_size * world:
-            perm = torch.randperm(n, generator=g)
-            start = k * self.batch_size * world if n >= self.batch_size * world * (k + 1) else 0
-            idx = perm[start + rank * self.batch_size: start + (rank + 1) * self.batch_size]
-        else:  # fewer examples than a batch (e.g. one texture): draw with replacement
-            idx = torch.randint(n, (self.batch_size * world,), generator=g.manual_seed(
-                self.seed * 1_000_003 + step))[rank * self.batch_size:(rank + 1) * self.batch_size]
-        x = self.images[idx]
+        x = self.images[self.indices(step, rank, world)]
         if self.crop:
             gc = torch.Generator().manual_seed(self.seed * 7_919 + step * world + rank)
             h, w = x.shape[-2:]
-            tops = torch.randint(h - self.crop + 1, (len(x),), generator=gc)
-            lefts = torch.randint(w - self.crop + 1, (len(x),), generator=gc)
+            tops = torch.randint(h - self.crop + 1, (len(x),), generator=gc).tolist()
+            lefts = torch.randint(w - self.crop + 1, (len(x),), generator=gc).tolist()
             x = torch.stack([im[:, t:t + self.crop, l:l + self.crop]
-                             for im, t, l in zip(x, tops.tolist(), lefts.tolist())])
+                             for im, t, l in zip(x, tops, lefts)])
         return to_float(x)

@@ -1,0 +1,139 @@
+"""Occlusion masks for pattern completion (Exp 6, Table 4): 1 = visible pixel, 0 = occluded.
+
+    block(size, fraction, rng)   a square block of that fraction of the image area at a random
+                                 place: the paper's M30 / M40 / M50 masks (0.3 / 0.4 / 0.5)
+    center(size, fraction)       a centred square block
+    pixels(size, fraction, rng)  salt and pepper: each pixel occluded with that probability
+    from_image(path, size)       a user's mask picture: white (>= 0.5) visible, black occluded
+    parse_mask(spec, size, n, seed)  the command-line form, (n, 1, H, W), seeded per example
+
+Single masks are float tensors (H, W). ``parse_mask`` draws mask i from its own generator
+seeded by (seed, i), so mask i does not depend on how many masks are drawn.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import UserError
+from .images import read_image
+
+NAMED_BLOCKS = {"m30": 0.3, "m40": 0.4, "m50": 0.5}
+MASK_HELP = "m30 | m40 | m50 | center | pixels:FRACTION | PATH to a mask image (white = visible)"
+
+
+def _hw(size) -> tuple[int, int]:
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    if h <= 0 or w <= 0:
+        raise UserError(f"mask size must be positive, got {h}x{w}")
+    return int(h), int(w)
+
+
+def _check_fraction(fraction: float, what: str) -> float:
+    if not 0.0 <= fraction < 1.0:
+        raise UserError(f"{what}: the occluded fraction must be in [0, 1), got {fraction}; "
+                        "a mask that hides every pixel leaves nothing to complete from")
+    return float(fraction)
+
+
+def _as_generator(rng) -> torch.Generator:
+    if isinstance(rng, torch.Generator):
+        return rng
+    return torch.Generator().manual_seed(int(rng or 0))
+
+
+def block_side(size, fraction: float) -> int:
+    """Side of the square block that covers ``fraction`` of an H x W image (rounded)."""
+    h, w = _hw(size)
+    return min(h, w, round(math.sqrt(fraction * h * w)))
+
+
+def block(size, fraction: float, rng: torch.Generator | int | None = None) -> torch.Tensor:
+    """A square block covering ``fraction`` of the area (to the rounding of its side), placed
+    uniformly at random inside the image: M30/M40/M50 of Table 4. Returns (H, W)."""
+    h, w = _hw(size)
+    side = block_side((h, w), _check_fraction(fraction, "block mask"))
+    g = _as_generator(rng)
+    top = int(torch.randint(h - side + 1, (1,), generator=g))
+    left = int(torch.randint(w - side + 1, (1,), generator=g))
+    mask = torch.ones(h, w)
+    mask[top:top + side, left:left + side] = 0.0
+    return mask
+
+
+def center(size, fraction: float = 0.25) -> torch.Tensor:
+    """A centred square block covering ``fraction`` of the area. Returns (H, W)."""
+    h, w = _hw(size)
+    side = block_side((h, w), _check_fraction(fraction, "center mask"))
+    top, left = (h - side) // 2, (w - side) // 2
+    mask = torch.ones(h, w)
+    mask[top:top + side, left:left + side] = 0.0
+    return mask
+
+
+def pixels(size, fraction: float, rng: torch.Generator | int | None = None) -> torch.Tensor:
+    """Salt-and-pepper occlusion: each pixel is occluded independently with probability
+    ``fraction`` (so the occluded count is Binomial(H W, fraction)). Returns (H, W)."""
+    h, w = _hw(size)
+    fraction = _check_fraction(fraction, "pixels mask")
+    occluded = torch.rand(h, w, generator=_as_generator(rng)) < fraction
+    mask = (~occluded).float()
+    if mask.sum() == 0:  # possible only for tiny images with a fraction close to 1
+        raise UserError(f"the pixels:{fraction} mask hid all {h * w} pixels; lower the fraction")
+    return mask
+
+
+def from_image(path, size) -> torch.Tensor:
+    """A mask picture (any format PIL reads), greyscale, white = visible: pixels >= 0.5 are
+    visible. It must have the images' size exactly. Returns (H, W)."""
+    h, w = _hw(size)
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise UserError(f"mask {path} is neither a mask name ({MASK_HELP}) nor an image file")
+    arr = read_image(p, str(p), channels=1)[..., 0]  # (H, W) uint8
+    if arr.shape != (h, w):
+        raise UserError(f"mask image {p} is {arr.shape[1]}x{arr.shape[0]} but the images are "
+                        f"{w}x{h}; make a mask of the same size")
+    mask = torch.from_numpy((arr.astype(np.float32) / 255.0 >= 0.5).astype(np.float32))
+    check_mask(mask, str(p))
+    return mask
+
+
+def check_mask(mask: torch.Tensor, name: str = "mask") -> torch.Tensor:
+    """Raise a UserError if any mask in ``mask`` hides every pixel (nothing to infer z from).
+    A mask with no occlusion is allowed (completion then returns the input unchanged)."""
+    flat = mask.reshape(-1, mask.shape[-2] * mask.shape[-1])
+    if (flat.sum(1) == 0).any():
+        raise UserError(f"{name} occludes every pixel; completion needs some visible pixels "
+                        "(1 or white = visible, 0 or black = occluded)")
+    return mask
+
+
+def parse_mask(spec: str, size, n: int, seed: int = 0) -> torch.Tensor:
+    """Masks for ``n`` images from a command-line spec (see MASK_HELP): (n, 1, H, W) float.
+
+    Random masks are seeded per example: mask i comes from a generator seeded by (seed, i).
+    """
+    h, w = _hw(size)
+    key = spec.strip().lower()
+
+    def per_example(make):
+        gens = (torch.Generator().manual_seed(seed * 1_000_003 + i) for i in range(n))
+        return torch.stack([make(g) for g in gens])[:, None]
+
+    if key in NAMED_BLOCKS:
+        masks = per_example(lambda g: block((h, w), NAMED_BLOCKS[key], g))
+    elif key == "center":
+        masks = center((h, w))[None, None].expand(n, 1, h, w).clone()
+    elif key.startswith("pixels:"):
+        try:
+            fraction = float(key.split(":", 1)[1])
+        except ValueError:
+            raise UserError(f"--mask pixels:FRACTION takes a number, got {spec!r}") from None
+        masks = per_example(lambda g: pixels((h, w), fraction, g))
+    else:
+        masks = from_image(spec, (h, w))[None, None].expand(n, 1, h, w).clone()
+    return check_mask(masks, f"mask {spec!r}")

@@ -1,0 +1,168 @@
+"""Networks and the three algorithm steps: independence, golden numbers, learning."""
+import pytest
+import torch
+
+from coopnets.algorithms import (abp_step, coop_step, descriptor_chain_start, descriptor_loss,
+                                 descriptor_step)
+from coopnets.config import resolve
+from coopnets.nets import DESCRIPTORS, GENERATORS, build_descriptor, build_generator
+
+
+def tiny_cfg(**kw):
+    base = dict(des_net="mnist", gen_net="mnist", des_width=4, gen_width=4, z_dim=8,
+                batch_size=6, num_chains=6, des_steps=3, gen_steps=2, des_step_size=0.01,
+                des_refsig=1.0, des_lr=1e-3, gen_lr=1e-3)
+    base.update(kw)
+    return resolve(None, **base)
+
+
+def tiny_nets(cfg, channels=1, seed=0):
+    torch.manual_seed(seed)
+    return (build_descriptor(cfg.des_net, channels, cfg.des_width),
+            build_generator(cfg.gen_net, channels, cfg.gen_width, cfg.z_dim, cfg.gen_norm))
+
+
+def adam(net):
+    return torch.optim.Adam(net.parameters(), 1e-3, betas=(0.5, 0.999))
+
+
+@pytest.mark.parametrize("name", sorted(DESCRIPTORS))
+def test_descriptor_input_gradient_is_per_example(name):
+    spec = DESCRIPTORS[name]
+    size = spec.size or 40
+    des = build_descriptor(name, 3, 4).double()
+    x = torch.randn(4, 3, size, size, dtype=torch.float64, requires_grad=True)
+    (batch_grad,) = torch.autograd.grad(des(x).sum(), x)
+    for i in range(4):
+        xi = x[i:i + 1].detach().requires_grad_(True)
+        (gi,) = torch.autograd.grad(des(xi).sum(), xi)
+        torch.testing.assert_close(batch_grad[i:i + 1], gi)
+
+
+@pytest.mark.parametrize("name", sorted(GENERATORS))
+def test_generator_shapes_and_range(name):
+    gen = build_generator(name, 3, 4, 8, "batch").eval()
+    size = DESCRIPTORS[name].size or 32
+    x = gen(torch.randn(2, *gen.latent_shape(size)))
+    assert x.shape == (2, 3, size, size)
+    assert x.abs().max() < 1
+    des = build_descriptor(name, 3, 4)
+    assert des(x).shape == (2,)
+
+
+def test_texture_nets_work_at_twice_the_size():
+    gen, des = build_generator("texture", 3, 4, 8, "none"), build_descriptor("texture", 3, 4)
+    z = torch.randn(1, *gen.latent_shape(64))
+    assert gen(z).shape[-1] == 64 and des(gen(z)).shape == (1,)
+
+
+def test_texture_descriptor_is_translation_invariant():
+    """f sums over positions: a circular shift changes f only at the borders (zero padding), so
+    with a periodic image and circular padding the score is exactly invariant."""
+    des = build_descriptor("texture", 1, 4).double()
+    for m in des.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.padding_mode = "circular"
+    x = torch.randn(1, 1, 32, 32, dtype=torch.float64)
+    torch.testing.assert_close(des(x), des(torch.roll(x, shifts=(4, 8), dims=(2, 3))))
+
+
+# Golden numbers: seeded steps on tiny nets. They pin the exact arithmetic of each step
+# (loss definitions, step order, seeds); a change to any of them must update these on purpose.
+GOLDEN = {
+    "descriptor": {"des_loss": -0.0552791, "f_gap": 0.0552791, "langevin_move": 0.01714067},
+    "abp": {"gen_loss": 1981.6344, "z_norm": 2.30997491},
+    "coop": {"des_loss": -0.0180865, "f_gap": 0.0180865, "gen_loss": 8.59098625,
+             "langevin_move": 0.01737588},
+}
+
+
+def run_steps(kind):
+    cfg = tiny_cfg(des_init="noise")
+    des, gen = tiny_nets(cfg)
+    g = torch.Generator().manual_seed(0)
+    x_obs = torch.rand(6, 1, 28, 28, generator=g) * 2 - 1
+    if kind == "descriptor":
+        x0 = descriptor_chain_start(cfg, x_obs, None, g)
+        _, stats = descriptor_step(des, adam(des), x_obs, x0, cfg, g)
+    elif kind == "abp":
+        z0 = torch.randn(6, 8, generator=g)
+        _, stats = abp_step(gen, adam(gen), x_obs, z0, cfg, g)
+    else:
+        stats, _, _ = coop_step(des, gen, adam(des), adam(gen), x_obs, cfg, (8,), g)
+    return stats
+
+
+@pytest.mark.parametrize("kind", sorted(GOLDEN))
+def test_seeded_step_matches_golden_numbers(kind):
+    stats = run_steps(kind)
+    assert set(stats) == set(GOLDEN[kind])
+    for k, v in GOLDEN[kind].items():
+        assert stats[k] == pytest.approx(v, rel=1e-4, abs=1e-6), (k, stats[k])
+    assert run_steps(kind) == stats  # and the seed fixes it
+
+
+def test_descriptor_update_raises_f_gap_on_the_same_samples():
+    cfg = tiny_cfg()
+    des, _ = tiny_nets(cfg)
+    g = torch.Generator().manual_seed(0)
+    x_obs = torch.rand(6, 1, 28, 28, generator=g) * 2 - 1
+    x0 = descriptor_chain_start(cfg, x_obs, None, g)
+    x_syn, _ = descriptor_step(des, adam(des), x_obs, x0, cfg, g)
+    before = -descriptor_loss(des(x_obs), des(x_syn)).item()
+    opt = adam(des)
+    loss = descriptor_loss(des(x_obs), des(x_syn))
+    loss.backward()
+    opt.step()
+    assert -descriptor_loss(des(x_obs), des(x_syn)).item() > before
+
+
+def two_modes(n, g):
+    """Half the images are a bright top half, half a bright bottom half (8x8, one channel)."""
+    x = -torch.ones(n, 1, 8, 8)
+    x[: n // 2, :, :4] = 1
+    x[n // 2:, :, 4:] = 1
+    return x[torch.randperm(n, generator=g)]
+
+
+class TinyG(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(2, 32), torch.nn.ReLU(), torch.nn.Linear(32, 64),
+                                       torch.nn.Tanh())
+
+    def forward(self, z):
+        return self.net(z).view(-1, 1, 8, 8)
+
+
+class TinyD(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32),
+                                       torch.nn.LeakyReLU(0.2), torch.nn.Linear(32, 1))
+
+    def forward(self, x):
+        return self.net(x).squeeze(1)
+
+
+def test_coop_steps_learn_two_modes():
+    torch.manual_seed(0)
+    cfg = tiny_cfg(num_chains=32, des_steps=10, gen_steps=0, des_step_size=0.05, des_refsig=1.0)
+    des, gen = TinyD(), TinyG()
+    opt_d = torch.optim.Adam(des.parameters(), 3e-3, betas=(0.5, 0.999))
+    opt_g = torch.optim.Adam(gen.parameters(), 3e-3, betas=(0.5, 0.999))
+    g = torch.Generator().manual_seed(0)
+    modes = two_modes(2, torch.Generator().manual_seed(0)).flatten(1)
+
+    def dist_to_data():
+        with torch.no_grad():
+            x = gen(torch.randn(256, 2, generator=torch.Generator().manual_seed(9))).flatten(1)
+        return torch.cdist(x, modes).min(1).values.mean().item()
+
+    start = dist_to_data()
+    gaps = []
+    for _ in range(150):
+        stats, _, _ = coop_step(des, gen, opt_d, opt_g, two_modes(32, g), cfg, (2,), g)
+        gaps.append(stats["f_gap"])
+    assert dist_to_data() < 0.5 * start
+    assert sum(gaps[:10]) / 10 > 0  # the descriptor tells data from the revised samples
