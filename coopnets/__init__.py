@@ -4,6 +4,7 @@ from .algorithms import abp_step, coop_step, descriptor_step
 from .checkpoint import load_run
 from .config import PRESETS, Config, resolve
 from .data import load_images
+from .demo import asset
 from .errors import TrainingDiverged, UserError
 from .langevin import descriptor_log_prob, generator_log_posterior, langevin
 from .nets import DESCRIPTORS, GENERATORS, build_descriptor, build_generator
@@ -11,7 +12,7 @@ from .sampling import generate
 from .training import train
 
 __version__ = "0.1.0"
-__all__ = ["Config", "PRESETS", "resolve", "train", "generate", "load_run", "load_images",
+__all__ = ["asset", "Config", "PRESETS", "resolve", "train", "generate", "load_run", "load_images",
            "langevin", "descriptor_log_prob", "generator_log_posterior", "coop_step",
            "descriptor_step", "abp_step", "build_descriptor", "build_generator",
            "DESCRIPTORS", "GENERATORS", "UserError", "TrainingDiverged"]

@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_optional(sub, "eval", "evaluate", "evaluate samples or a run: FID, KID, IS, Parzen, PSNR, SSIM")
     _add_optional(sub, "complete", "completion", "complete occluded images with a trained run")
     _add_optional(sub, "interpolate", "interpolation", "interpolate between latent vectors or images")
+    _add_optional(sub, "demo", "demo", "train stationary CoopNets on the bundled texture (2 CPU minutes)")
     _add_presets(sub)
     return parser
 

@@ -171,7 +171,7 @@ def load_images(path, kind: str = "auto", image_size: int = 0, center_crop: bool
             raise UserError(f"--subset {subset} selects no examples from {path}")
     if channels and arr.shape[-1] != channels:
         arr = np.repeat(arr, 3, -1) if channels == 3 else arr.mean(-1, keepdims=True).round().astype(np.uint8)
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(0, 3, 1, 2)))
+    return torch.from_numpy(np.array(arr.transpose(0, 3, 1, 2), order="C"))  # owned, writable
 
 
 @dataclass

@@ -102,7 +102,8 @@ class Generator(nn.Module):
         self.spec, self.z_dim = spec, z_dim
 
         def block(conv, c_out):
-            return [conv, nn.BatchNorm2d(c_out) if norm == "batch" else nn.Identity(), nn.ReLU()]
+            return [conv, nn.BatchNorm2d(c_out) if norm == "batch" else nn.Identity(),
+                    nn.LeakyReLU(0.2)]
 
         def up(c_in, c_out):
             k = spec.kernel
@@ -132,6 +133,27 @@ class Generator(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:  # (B, d) or (B, d, h, w) -> (B, C, H, W)
         return self.net(z[:, :, None, None] if z.dim() == 2 else z)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(gen: Generator, latents: torch.Tensor, batch_size: int) -> None:
+    """Set the generator's BatchNorm running statistics to the exact batch statistics over
+    ``latents`` ("precise BN"). Training uses batch statistics (as the paper's code does); sampling
+    uses these, so that a sample does not depend on the other examples of its batch."""
+    bns = [m for m in gen.modules() if isinstance(m, nn.BatchNorm2d)]
+    if not bns:
+        return
+    was = gen.training
+    saved = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the calibration batches
+    gen.train()
+    for lo in range(0, len(latents), batch_size):
+        gen(latents[lo:lo + batch_size])
+    for bn, m in zip(bns, saved):
+        bn.momentum = m
+    gen.train(was)
 
 
 def build_descriptor(name: str, channels: int, width: int) -> Descriptor:

@@ -26,6 +26,7 @@ from .data import Batches, load_images
 from .errors import TrainingDiverged, UserError
 from .images import save_grid
 from .langevin import ExampleRNG, descriptor_log_prob, langevin
+from .nets import recalibrate_batchnorm
 
 RUN_RE = re.compile(r"^(\d{5})-")
 
@@ -83,8 +84,12 @@ class RunLog:
             self.tb.close()
 
 
+MAX_MOVE = 100.0  # an RMS Langevin move of 100 per pixel (pixels in [-1, 1]) is divergence
+
+
 def _check_finite(step: int, stats: dict, run_dir: Path, last_ckpt: int | None) -> None:
-    bad = {k: v for k, v in stats.items() if not math.isfinite(v)}
+    bad = {k: v for k, v in stats.items()
+           if not math.isfinite(v) or (k == "langevin_move" and v > MAX_MOVE)}
     if bad:
         kept = (f"the last good checkpoint (step {last_ckpt}) is kept in {run_dir / LATEST}"
                 if last_ckpt is not None else "no checkpoint was written")
@@ -175,9 +180,13 @@ def train(cfg: Config, run_dir: str | Path | None = None, new_run: bool = False)
              f"torch {torch.__version__}")
     des_t, gen_t = dist.wrap(des, device), dist.wrap(gen, device)
 
+    calib_z = torch.randn((max(4 * cfg.num_chains, 256), *latent_shape),
+                          generator=torch.Generator().manual_seed(cfg.seed + 2)).to(device)
+
     def checkpoint(step):
         if not _finite_params(des, gen):
             _check_finite(step, {"parameters": float("nan")}, run_dir, last_ckpt)
+        recalibrate_batchnorm(gen, calib_z, cfg.num_chains)
         rngs = [rng.get_state()]
         if world > 1:
             rngs = [None] * world
@@ -225,6 +234,7 @@ def train(cfg: Config, run_dir: str | Path | None = None, new_run: bool = False)
                 log.text(f"step {done}: {line}")
                 bar.set_postfix_str(_postfix(stats))
             if main and cfg.sample_every and (done % cfg.sample_every == 0 or done == cfg.steps):
+                recalibrate_batchnorm(gen, calib_z, cfg.num_chains)
                 save_progress(run_dir, done, cfg, unwrap(des), unwrap(gen), fixed_z, state["chains"])
             if (cfg.ckpt_every and done % cfg.ckpt_every == 0) or done == cfg.steps:
                 checkpoint(done)
