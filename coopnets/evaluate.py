@@ -25,6 +25,7 @@ import argparse
 import json
 import math
 import subprocess
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,7 +41,8 @@ DEFAULT_RUN_SAMPLES = 10000
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``coopnets eval``."""
-    p.description = __doc__.split("\n\n")[0]
+    p.description = ("Score a run (samples are generated), a folder/zip of images, or an .npz/.npy of "
+                     "samples with one metric; the result is printed and appended to a JSON log.")
     p.add_argument("source", help="run folder or checkpoint, folder/zip of images, or .npz/.npy of samples")
     p.add_argument("--metric", required=True, choices=METRICS)
     p.add_argument("--ref", help="reference images (or a statistics .npz for fid/mnist-fid); "
@@ -104,9 +106,18 @@ def _check_args(args) -> None:
     if args.metric in ("fid", "kid"):
         from .metrics.inception import inception_path
         inception_path(args.inception)  # missing weights fail now, not after sampling
+    if args.metric == "kid":
+        from .metrics.fid import is_stats_file
+        if is_stats_file(args.ref) and not _has_features(args.ref):
+            raise UserError(f"{args.ref} holds statistics only; KID needs reference images (--ref)")
     if args.metric == "mnist-fid":
         from .metrics.mnist_classifier import load_mnist_classifier
         load_mnist_classifier(args.classifier)
+
+
+def _has_features(path) -> bool:
+    with np.load(path, allow_pickle=False) as f:
+        return "features" in f.files
 
 
 def _load(path, args, subset: str = "", key: str = "") -> torch.Tensor:
@@ -141,6 +152,9 @@ def _ref_stats(args, kind: str) -> dict:
         if st["extractor"] and not st["extractor"].startswith(kind):
             raise UserError(f"{args.ref} holds {st['extractor'].split(':')[0]} statistics, "
                             f"not {kind} ones; compute them for --metric {args.metric}")
+        if st["extractor"] and st["extractor"] != _extractor(args, kind):
+            print(f"warning: {args.ref} was computed with {st['extractor']}, this evaluation uses "
+                  f"{_extractor(args, kind)}; the FID may be slightly off", file=sys.stderr)
         return st
     ref = _load(args.ref, args, subset=args.ref_subset, key=args.ref_key)
     if kind == "inception":

@@ -177,7 +177,7 @@ def train_mnist_classifier(npz_path, out_path=DEFAULT_WEIGHTS, epochs: int = 3, 
                              for k, v in net.state_dict().items()})
     meta = {"test_accuracy": accuracy(shipped, xt, yt), "epochs": epochs, "batch_size": batch_size,
             "lr": lr, "seed": seed, "train_examples": len(x), "test_examples": len(xt),
-            "seconds": round(time.time() - t0, 1), "torch": torch.__version__, "dtype": "float16"}
+            "seconds": round(time.time() - t0, 1), "torch": str(torch.__version__), "dtype": "float16"}
     state = {k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
