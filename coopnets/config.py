@@ -55,7 +55,7 @@ class Config:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "none"  # none | bf16 (networks under autocast; Langevin state stays float32)
-    channels_last: bool = True  # NHWC memory format: about 10% faster convolutions on CPU
+    channels_last: bool = False  # NHWC memory format (try on GPUs; slower for small CPU nets)
     # output -----------------------------------------------------------------------------
     outdir: str = "runs"
     log_every: int = 10
