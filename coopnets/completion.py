@@ -64,22 +64,60 @@ def visible_residual(generator, x: torch.Tensor, z: torch.Tensor, mask: torch.Te
     return r.flatten(1).pow(2).sum(1) / visible
 
 
+def posterior_curvature(generator, z: torch.Tensor, mask: torch.Tensor, sigma: float,
+                        iters: int = 10) -> torch.Tensor:
+    """Largest eigenvalue of H = Jᵀ M J / σ² + I at z, per example (B,): the Gauss-Newton
+    curvature of −log p(z | x), J = ∂g/∂z. Power iteration started from z itself; J v comes
+    from differentiating Jᵀu (linear in u) with respect to u. Examples stay independent
+    (the nets are in eval mode); only input gradients are taken."""
+    def unit(v):
+        return v / v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (v.dim() - 1))
+
+    z = z.detach().requires_grad_(True)
+    out = generator(z).float()  # (B, C, H, W)
+    u = torch.zeros_like(out, requires_grad=True)
+    (jt_u,) = torch.autograd.grad(out, z, u, create_graph=True)  # Jᵀu
+    v, lam = unit(z.detach()), torch.ones(len(z), device=z.device)
+    for _ in range(iters):
+        (jv,) = torch.autograd.grad(jt_u, u, v, retain_graph=True)  # J v
+        (jtmjv,) = torch.autograd.grad(out, z, jv * mask, retain_graph=True)  # Jᵀ M J v (M² = M)
+        w = jtmjv / (sigma * sigma) + v
+        lam = (w * v).flatten(1).sum(1)  # Rayleigh quotient (v is a unit vector)
+        v = unit(w)
+    return lam.detach()
+
+
 def infer_latent(generator, x: torch.Tensor, mask: torch.Tensor, *, sigma: float, steps: int,
                  step_size: float, restarts: int, seed: int, latent_shape: tuple,
-                 noise: bool = True, indices=None) -> tuple[torch.Tensor, torch.Tensor]:
+                 noise: bool = True, indices=None,
+                 adapt_step: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Infer z from the visible pixels (Exp 6): ``restarts`` Langevin runs of ``steps`` steps on
     the generator posterior restricted to M, each from z ~ N(0, I); per image keep the run with
-    the lowest visible-pixel residual. Returns (z (B, *latent_shape), residuals (B,))."""
+    the lowest visible-pixel residual. Returns (z (B, *latent_shape), residuals (B,)).
+
+    ``adapt_step``: image i uses δ_i = min(δ, √(2 / λ_i)), λ_i the posterior curvature at its
+    start (``posterior_curvature``). The gradient part of a step multiplies the error along
+    an eigenvector by 1 − λ δ²/2, which diverges once δ²/2 > 2/λ; δ_i keeps δ_i²/2 ≤ 1/λ_i, a
+    factor 2 below that. Done by preconditioning: Langevin with step δ on u = z / s_i is
+    Langevin with step s_i δ on z, so the target is unchanged.
+    """
     if restarts < 1 or steps < 0:
         raise UserError(f"--restarts must be >= 1 and --steps >= 0, got {restarts} and {steps}")
     indices = list(range(len(x))) if indices is None else list(indices)
     mask = mask.to(x.device, x.dtype).expand(len(x), 1, *x.shape[-2:])
     log_post = generator_log_posterior(generator, x, sigma, mask)
+    row = (-1, *[1] * len(latent_shape))
     best_z, best_r = None, None
     for r in range(restarts):
         rng = ExampleRNG(seed * 10_007 + r, indices, x.device)  # restart r of image i: its own stream
         z = rng.randn((len(x), *latent_shape))
-        z = langevin(log_post, z, steps, step_size, noise, rng)
+        s = torch.ones(len(x), device=x.device)
+        if adapt_step and steps > 0:
+            lam = posterior_curvature(generator, z, mask, sigma)
+            s = (torch.sqrt(2.0 / lam) / step_size).clamp(max=1.0)
+        s = s.view(row)
+        u = langevin(lambda u: log_post(u * s), z / s, steps, step_size, noise, rng)
+        z = u * s
         res = visible_residual(generator, x, z, mask)
         if best_z is None:
             best_z, best_r = z, res
@@ -98,21 +136,23 @@ def refine_occluded(descriptor, x: torch.Tensor, mask: torch.Tensor, *, steps: i
     visible = mask.expand_as(x) > 0.5
     rng = ExampleRNG(seed * 10_007 + 5_003, indices, x.device)
     log_prob = descriptor_log_prob(descriptor, refsig)
-    x_obs, y = x, x
+    y = x
     for _ in range(steps):
         y = langevin(log_prob, y, 1, step_size, True, rng)
-        y = torch.where(visible, x_obs, y)
+        y = torch.where(visible, x, y)
     return y
 
 
 def complete(descriptor, generator, x: torch.Tensor, mask: torch.Tensor, *, sigma: float,
              steps: int, step_size: float, restarts: int, seed: int, refine_steps: int = 0,
              refsig: float, des_step_size: float, latent_shape: tuple, noise: bool = True,
-             indices=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+             indices=None, adapt_step: bool = True
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Complete occluded images x (B, C, H, W) in [-1, 1]; ``mask`` (1 = visible) broadcasts to
     (B, 1, H, W). Nets in eval mode. ``indices`` name the examples for seeding (default 0..B-1).
 
-    1. infer z from the visible pixels (``infer_latent``: restarts, best fit per image);
+    1. infer z from the visible pixels (``infer_latent``: restarts, best fit per image, step
+       capped per image where δ is too large for the generator's curvature);
     2. fill the occluded pixels with g(z);
     3. optionally ``refine_steps`` descriptor Langevin steps with the visible pixels clamped;
     4. paste the visible pixels back (bit for bit).
@@ -121,7 +161,7 @@ def complete(descriptor, generator, x: torch.Tensor, mask: torch.Tensor, *, sigm
     mask = mask.to(x.device, x.dtype).expand(len(x), 1, *x.shape[-2:])
     z, residuals = infer_latent(generator, x, mask, sigma=sigma, steps=steps, step_size=step_size,
                                 restarts=restarts, seed=seed, latent_shape=latent_shape,
-                                noise=noise, indices=indices)
+                                noise=noise, indices=indices, adapt_step=adapt_step)
     visible = mask.expand_as(x) > 0.5
     with torch.no_grad():
         y = torch.where(visible, x, generator(z).float())
@@ -149,6 +189,8 @@ def add_arguments(p) -> None:
     p.add_argument("--step-size", type=float, default=None, help="δ for z (default: the run's)")
     p.add_argument("--sigma", type=float, default=None, help="σ of the residual (default: the run's)")
     p.add_argument("--no-noise", action="store_true", help="gradient ascent instead of Langevin")
+    p.add_argument("--fixed-step", action="store_true",
+                   help="use --step-size as is (default: capped per image by the curvature)")
     p.add_argument("--seed", type=int, default=0, help="seeds the masks and the inference")
     p.add_argument("--center-crop", action="store_true", help="centre-crop inputs before resizing")
     p.add_argument("--batch-size", type=int, default=100)
@@ -157,8 +199,8 @@ def add_arguments(p) -> None:
 
 def complete_images(des, gen, cfg, images: torch.Tensor, masks: torch.Tensor, *, steps: int,
                     restarts: int, refine_steps: int, seed: int, step_size: float | None = None,
-                    sigma: float | None = None, noise: bool = True, batch_size: int = 100,
-                    device="cpu") -> dict:
+                    sigma: float | None = None, noise: bool = True, adapt_step: bool = True,
+                    batch_size: int = 100, device="cpu") -> dict:
     """Complete uint8 images (N, C, H, W) under masks (N, 1, H, W) in batches; returns a dict of
     float tensors in [-1, 1] (original, occluded, recovered) and per-image metrics."""
     from .images import to_float, to_unit
@@ -172,7 +214,7 @@ def complete_images(des, gen, cfg, images: torch.Tensor, masks: torch.Tensor, *,
                            step_size=step_size or cfg.gen_step_size, restarts=restarts, seed=seed,
                            refine_steps=refine_steps, refsig=cfg.des_refsig,
                            des_step_size=cfg.des_step_size, latent_shape=latent_shape,
-                           noise=noise, indices=idx)
+                           noise=noise, indices=idx, adapt_step=adapt_step)
         out.append(y.cpu())
     recovered = torch.cat(out)
     occluded = torch.where(masks.expand_as(x_all) > 0.5, x_all, torch.full_like(x_all, -1.0))
@@ -219,7 +261,8 @@ def run(args) -> int:
     res = complete_images(des, gen, cfg, images, masks, steps=args.steps, restarts=args.restarts,
                           refine_steps=args.refine_steps, seed=args.seed,
                           step_size=args.step_size, sigma=args.sigma, noise=not args.no_noise,
-                          batch_size=args.batch_size, device=device)
+                          adapt_step=not args.fixed_step, batch_size=args.batch_size,
+                          device=device)
     name = Path(args.mask).stem if Path(args.mask).is_file() else args.mask.lower()
     tag = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
     out = Path(args.out) if args.out else find_checkpoint(args.run).parent / f"completion-{tag}"
