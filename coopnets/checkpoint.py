@@ -15,7 +15,7 @@ import torch
 
 from .config import Config
 from .errors import UserError
-from .nets import build_descriptor, build_generator
+from .nets import ARCH_VERSION, build_descriptor, build_generator
 
 LATEST = "latest.pt"
 
@@ -51,6 +51,10 @@ def load_checkpoint(run_or_ckpt, map_location="cpu") -> dict:
         raise UserError(f"cannot read checkpoint {path}: {e}") from None
     if not isinstance(ckpt, dict) or "config" not in ckpt or "generator" not in ckpt:
         raise UserError(f"{path} is not a coopnets checkpoint")
+    if ckpt.get("arch_version") != ARCH_VERSION:
+        raise UserError(f"{path} was written for network architecture version "
+                        f"{ckpt.get('arch_version', 1)}, this coopnets builds version {ARCH_VERSION}; "
+                        "retrain, or use the coopnets version that wrote it")
     return ckpt
 
 

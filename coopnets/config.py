@@ -52,6 +52,7 @@ class Config:
     batch_size: int = 100  # n observed examples per step (per process)
     num_chains: int = 144  # M synthesized examples per step (per process)
     steps: int = 10000  # total iterations
+    lr_final: float = 1.0  # both learning rates decay linearly to this fraction at the last step
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "none"  # none | bf16 (networks under autocast; Langevin state stays float32)
@@ -83,6 +84,7 @@ class Config:
             need(getattr(self, name) >= 0, f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
         for name in ("des_step_size", "des_refsig", "gen_step_size", "gen_refsig", "des_lr", "gen_lr"):
             need(getattr(self, name) > 0, f"--{_flag(name)} must be positive, got {getattr(self, name)}")
+        need(0 < self.lr_final <= 1, f"--lr-final must be in (0, 1], got {self.lr_final}")
         for name in ("des_beta1", "gen_beta1"):
             need(0 <= getattr(self, name) < 1, f"--{_flag(name)} must be in [0, 1), got {getattr(self, name)}")
         return self
@@ -106,7 +108,8 @@ PRESETS: dict[str, dict] = {
     "texture-cpu": dict(data_kind="texture", image_size=128, crop_size=64, des_net="texture",
                         gen_net="texture", des_width=24, gen_width=24, z_dim=32, gen_norm="none",
                         batch_size=4, num_chains=16, des_steps=15, des_step_size=0.02,
-                        des_refsig=0.16, des_lr=0.003, gen_lr=0.002, steps=500, grid_size=9,
+                        des_refsig=0.16, des_lr=0.003, gen_lr=0.002, lr_final=0.1, steps=500,
+                        grid_size=9,
                         **_CPU),
     # Exp 2, Fig. 2-3: a few images of one object category, 64x64.
     "object": dict(image_size=64, center_crop=True, batch_size=10, num_chains=36,

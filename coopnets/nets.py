@@ -16,6 +16,11 @@ from torch import nn
 from .errors import UserError
 
 
+# Bumped whenever a registry architecture changes, so that an old checkpoint is refused with a
+# clear message instead of loading silently into a different network (2: LeakyReLU generator).
+ARCH_VERSION = 2
+
+
 @dataclass(frozen=True)
 class DescriptorSpec:
     convs: tuple  # ((width multiple, kernel, stride), ...), each followed by LeakyReLU(0.2)

@@ -26,7 +26,7 @@ from .data import Batches, load_images
 from .errors import TrainingDiverged, UserError
 from .images import save_grid
 from .langevin import ExampleRNG, descriptor_log_prob, langevin
-from .nets import recalibrate_batchnorm
+from .nets import ARCH_VERSION, recalibrate_batchnorm
 
 RUN_RE = re.compile(r"^(\d{5})-")
 
@@ -194,7 +194,8 @@ def train(cfg: Config, run_dir: str | Path | None = None, new_run: bool = False)
             rngs = [None] * world
             torch.distributed.all_gather_object(rngs, rng.get_state().cpu())
         if main:
-            obj = {"config": config_dict(cfg), "step": step, "channels": channels,
+            obj = {"config": config_dict(cfg), "step": step, "arch_version": ARCH_VERSION,
+                   "channels": channels,
                    "image_size": size, "descriptor": des.state_dict(),
                    "generator": gen.state_dict(), "opt_des": opt_des.state_dict(),
                    "opt_gen": opt_gen.state_dict(), "rng": rngs,
@@ -210,6 +211,10 @@ def train(cfg: Config, run_dir: str | Path | None = None, new_run: bool = False)
     t_last, window = time.perf_counter(), []
     try:
         for step in bar:
+            frac = 1.0 - (1.0 - cfg.lr_final) * step / max(1, cfg.steps - 1)
+            for opt, lr in ((opt_des, cfg.des_lr), (opt_gen, cfg.gen_lr)):
+                for group in opt.param_groups:
+                    group["lr"] = lr * frac
             x_obs = batches.batch(step, rank, world).to(device, memory_format=fmt)  # (B, C, H, W)
             if cfg.algorithm == "coop":
                 stats, _, _ = coop_step(des_t, gen_t, opt_des, opt_gen, x_obs, cfg,

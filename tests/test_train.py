@@ -7,7 +7,7 @@ import torch
 from coopnets import training as train_mod
 from coopnets.checkpoint import LATEST, load_checkpoint, load_run, save_checkpoint
 from coopnets.config import resolve
-from coopnets.errors import TrainingDiverged
+from coopnets.errors import TrainingDiverged, UserError
 from coopnets.sampling import generate
 from coopnets.training import train
 
@@ -34,6 +34,14 @@ def test_checkpoint_round_trip_reproduces_outputs(smoke_run, tmp_path):
     z, x = torch.randn(3, 8), torch.rand(3, 1, 28, 28) * 2 - 1
     assert torch.equal(gen(z), gen2(z)) and torch.equal(des(x), des2(x))
     assert not list(tmp_path.glob("*.tmp"))  # atomic write leaves no temp file
+
+
+def test_checkpoint_of_another_architecture_is_refused(smoke_run, tmp_path):
+    ckpt = load_checkpoint(smoke_run)
+    ckpt["arch_version"] = 1
+    save_checkpoint(ckpt, tmp_path / "old.pt")
+    with pytest.raises(UserError, match="architecture version 1"):
+        load_run(tmp_path / "old.pt")
 
 
 def _params(run):
