@@ -9,9 +9,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def shared_data() -> Path:
-    """../shared/data beside the checkout (override with COOPNETS_SHARED=/path/to/shared)."""
-    root = Path(os.environ.get("COOPNETS_SHARED", REPO.parent / "shared"))
-    return root / "data"
+    """../shared/data beside the checkout (override with COOPNETS_SHARED=/path/to/shared/data,
+    the same variable the metrics module reads)."""
+    return Path(os.environ.get("COOPNETS_SHARED") or REPO.parent / "shared" / "data")
 
 
 def need_shared(rel: str) -> Path:
