@@ -49,6 +49,21 @@ def _update_descriptor(des, opt, x_obs, x_syn, amp):
     return {"des_loss": loss.item(), "f_gap": (f_obs.mean() - f_syn.mean()).item()}
 
 
+def _infer_z(gen, x, z, cfg, amp, generator):
+    """G1: l_G Langevin steps of z under the posterior p(z | x; α)."""
+    return langevin(generator_log_posterior(unwrap(gen), x, cfg.gen_refsig, autocast=amp), z,
+                    cfg.gen_steps, cfg.gen_step_size, cfg.gen_noise, generator)
+
+
+def _update_generator(opt, target, g, sigma):
+    """G2: α ← α − lr · ∂/∂α mean ||target − g(z)||² / (2σ²). Returns the loss."""
+    loss = generator_loss(target, g, sigma)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
 def descriptor_chain_start(cfg, x_obs, chains, generator):
     """Initial states for Algorithm D: reference noise, the persistent chains, or the data."""
     m, shape = cfg.num_chains, x_obs.shape[1:]
@@ -76,17 +91,13 @@ def abp_step(gen, opt_gen, x_obs, z, cfg, generator=None):
     """Algorithm G (alternating back-propagation). ``z`` holds each example's previous latent
     (warm start). Returns (z̃, stats)."""
     amp = _amp(cfg, x_obs.device)
-    # G1: l_G Langevin steps of z under the posterior p(z | x; α).
-    z = langevin(generator_log_posterior(unwrap(gen), x_obs, cfg.gen_refsig, autocast=amp), z,
-                 cfg.gen_steps, cfg.gen_step_size, cfg.gen_noise, generator)
+    # G1: l_G Langevin steps of z under the posterior p(z | x; α), warm-started.
+    z = _infer_z(gen, x_obs, z, cfg, amp, generator)
     # G2: α ← α − lr · ∂/∂α mean ||x_i − g(z_i)||² / (2σ²).
     with amp():
         g = gen(z)
-    loss = generator_loss(x_obs, g, cfg.gen_refsig)
-    opt_gen.zero_grad(set_to_none=True)
-    loss.backward()
-    opt_gen.step()
-    return z, {"gen_loss": loss.item(), "z_norm": z.flatten(1).norm(dim=1).mean().item()}
+    loss = _update_generator(opt_gen, x_obs, g, cfg.gen_refsig)
+    return z, {"gen_loss": loss, "z_norm": z.flatten(1).norm(dim=1).mean().item()}
 
 
 def coop_step(des, gen, opt_des, opt_gen, x_obs, cfg, latent_shape, generator=None):
@@ -102,8 +113,7 @@ def coop_step(des, gen, opt_des, opt_gen, x_obs, cfg, latent_shape, generator=No
                      cfg.des_steps, cfg.des_step_size, cfg.des_noise, generator)
     # G1 (optional): l_G Langevin steps of z towards x̃ -> z̃ (else z̃ = ẑ, known).
     if not reuse:
-        z = langevin(generator_log_posterior(unwrap(gen), x_rev, cfg.gen_refsig, autocast=amp), z,
-                     cfg.gen_steps, cfg.gen_step_size, cfg.gen_noise, generator)
+        z = _infer_z(gen, x_rev, z, cfg, amp, generator)
     # D2: update θ with observed {x_i} against revised {x̃_j}.
     stats = _update_descriptor(des, opt_des, x_obs, x_rev, amp)
     # G2: update α to reproduce x̃ from z̃ (reusing the G0 forward pass when z̃ = ẑ).
@@ -112,10 +122,6 @@ def coop_step(des, gen, opt_des, opt_gen, x_obs, cfg, latent_shape, generator=No
     else:
         with amp():
             x_fit = gen(z)
-    loss = generator_loss(x_rev, x_fit, cfg.gen_refsig)
-    opt_gen.zero_grad(set_to_none=True)
-    loss.backward()
-    opt_gen.step()
-    stats["gen_loss"] = loss.item()
+    stats["gen_loss"] = _update_generator(opt_gen, x_rev, x_fit, cfg.gen_refsig)
     stats["langevin_move"] = (x_rev - x_gen.detach().float()).flatten(1).pow(2).mean(1).sqrt().mean().item()
     return stats, x_gen.detach().float(), x_rev
