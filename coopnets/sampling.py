@@ -51,7 +51,7 @@ def generate(run_or_ckpt, n: int, mode: str = "gen", seed: int = 0, batch_size: 
     dev = pick_device(device)
     cfg, des, gen, ckpt = load_run(run_or_ckpt, dev)
     size = size or ckpt["image_size"]
-    if size != ckpt["image_size"] and not gen.spec.start == 0:
+    if size != ckpt["image_size"] and gen.spec.start:  # non-stationary nets have one size
         raise UserError("--size applies to stationary (texture) runs only")
     latent_shape = gen.latent_shape(size)
     image_shape = (ckpt["channels"], size, size)

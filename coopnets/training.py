@@ -252,8 +252,10 @@ def train(cfg: Config, run_dir: str | Path | None = None, new_run: bool = False)
     finally:
         bar.close()
         log.close()
-    if start >= cfg.steps:
-        log.text(f"run already at step {start} of {cfg.steps}; raise --steps to continue")
+    if start >= cfg.steps and main:
+        msg = f"run already at step {start} of {cfg.steps}; raise --steps to continue"
+        log.text(msg)
+        print(msg)
     return run_dir
 
 
