@@ -191,16 +191,15 @@ class Batches:
         n, _, h, w = self.images.shape
         if self.crop and (self.crop > h or self.crop > w):
             raise UserError(f"--crop-size {self.crop} is larger than the images ({h}x{w})")
-        self.per_epoch = max(1, n // self.batch_size)
 
     def indices(self, step: int, rank: int = 0, world: int = 1) -> torch.Tensor:
         """Example indices of this step's batch (this rank's share of the global batch)."""
         n, b = len(self.images), self.batch_size
-        epoch, k = divmod(step, self.per_epoch)
-        if n >= b * world:
+        if n >= b * world:  # epochs of n // (b * world) global batches, no repeats within one
+            epoch, k = divmod(step, n // (b * world))
             perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
-            start = k * b * world if n >= b * world * (k + 1) else 0
-            return perm[start + rank * b: start + (rank + 1) * b]
+            start = (k * world + rank) * b
+            return perm[start:start + b]
         # fewer examples than a global batch (e.g. one texture image): draw with replacement
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         return torch.randint(n, (b * world,), generator=g)[rank * b:(rank + 1) * b]

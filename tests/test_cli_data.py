@@ -53,8 +53,9 @@ def test_batches_are_a_pure_function_of_the_step():
     assert torch.equal(b.batch(3), Batches(imgs, 4, seed=1).batch(3))
     epoch0 = torch.cat([b.indices(0), b.indices(1)])
     assert len(set(epoch0.tolist())) == 8  # no repeats within an epoch
-    both = torch.cat([b.indices(5, rank=0, world=2), b.indices(5, rank=1, world=2)])
-    assert len(set(both.tolist())) == 8  # ranks take disjoint shares
+    b2 = Batches(imgs, 2, seed=1)  # 2 ranks x 2 = global batch 4: two global batches an epoch
+    epoch = [b2.indices(s, rank=r, world=2) for s in (0, 1) for r in (0, 1)]
+    assert len(set(torch.cat(epoch).tolist())) == 8  # ranks and steps take disjoint shares
     crops = Batches(imgs, 3, seed=0, crop=2).batch(0)
     assert crops.shape == (3, 1, 2, 2) and crops.min() >= -1 and crops.max() <= 1
 

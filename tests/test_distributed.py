@@ -4,9 +4,6 @@ Each example draws its latent and Langevin noise from its own generator (Example
 global indices), the generator has no BatchNorm (which would couple a rank's examples), and DDP
 averages the ranks' gradients, so the updated parameters must agree to float tolerance.
 """
-import os
-import socket
-
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -36,9 +33,9 @@ def step(cfg, des, gen, x, indices):
     coop_step(des, gen, opt_d, opt_g, x, cfg, (8,), ExampleRNG(0, indices))
 
 
-def worker(rank, port, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+def worker(rank, store, out):
+    # a file store: no TCP port to race for
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     torch.set_num_threads(1)
     cfg, des, gen, x = setup()
     ddp_d = torch.nn.parallel.DistributedDataParallel(des)
@@ -50,15 +47,9 @@ def worker(rank, port, out):
     dist.destroy_process_group()
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_process_ddp_step_matches_single_process(tmp_path):
     out = tmp_path / "ddp.pt"
-    mp.spawn(worker, args=(free_port(), str(out)), nprocs=2, join=True)
+    mp.spawn(worker, args=(str(tmp_path / "store"), str(out)), nprocs=2, join=True)
     cfg, des, gen, x = setup()
     cfg.num_chains = cfg.batch_size = 2 * M
     step(cfg, des, gen, x, range(2 * M))
