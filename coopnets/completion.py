@@ -25,20 +25,14 @@ import torch
 from .errors import UserError
 from .langevin import ExampleRNG, descriptor_log_prob, generator_log_posterior, langevin
 
-try:  # the project's metrics, where present; the small fallbacks below use the same definitions
-    from .metrics.image_quality import psnr as _psnr
-    from .metrics.image_quality import recovery_error as _recovery_error
-except ImportError:  # pragma: no cover - depends on what is installed alongside
-    _psnr = _recovery_error = None
+from .metrics.image_quality import psnr as _psnr
+from .metrics.image_quality import recovery_error as _recovery_error
 
 
-# ---- metrics (pixels in [0, 1]) ------------------------------------------------------------
+# ---- metrics (pixels in [0, 1]), per image, from the metrics module -------------------------
 def psnr_per_image(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """10 log10(1 / MSE) in dB over the whole image, per image of (N, C, H, W) in [0, 1]."""
-    if _psnr is not None:
-        return torch.as_tensor(_psnr(a, b, reduction="none"), dtype=torch.float64)
-    mse = (a.double() - b.double()).pow(2).flatten(1).mean(1)
-    return 10.0 * torch.log10(1.0 / mse)
+    return torch.as_tensor(_psnr(a, b, reduction="none"), dtype=torch.float64)
 
 
 def recovery_error_per_image(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -47,11 +41,7 @@ def recovery_error_per_image(a: torch.Tensor, b: torch.Tensor, mask: torch.Tenso
     out = torch.full((len(a),), math.nan, dtype=torch.float64)
     for i in range(len(a)):
         if bool((mask[i] == 0).any()):
-            if _recovery_error is not None:
-                out[i] = _recovery_error(a[i:i + 1], b[i:i + 1], mask[i:i + 1])
-            else:
-                occ = (mask[i] == 0).expand_as(a[i])
-                out[i] = (a[i].double() - b[i].double()).abs()[occ].mean()
+            out[i] = _recovery_error(a[i:i + 1], b[i:i + 1], mask[i:i + 1])
     return out
 
 
