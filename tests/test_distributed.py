@@ -44,6 +44,7 @@ def worker(rank, store, out):
     step(cfg, ddp_d, ddp_g, x[rank * M:(rank + 1) * M], range(rank * M, (rank + 1) * M))
     if rank == 0:
         torch.save({"des": des.state_dict(), "gen": gen.state_dict()}, out)
+    dist.barrier()  # neither rank tears gloo down while the other still talks to it
     dist.destroy_process_group()
 
 
