@@ -23,8 +23,9 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "celeba" / "celeba-10k-89x109-jpeg.zip"
+from common import REPO, code_version, shared_data
+
+DATA = shared_data() / "celeba" / "celeba-10k-89x109-jpeg.zip"
 PAPER = {"m30": (0.115, 16.893), "m40": (0.124, 16.098), "m50": (0.136, 15.105)}  # Table 4
 
 
@@ -57,18 +58,6 @@ def mean_fill(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     vis = mask.expand_as(x)
     mean = (x * vis).sum((2, 3), keepdim=True) / vis.sum((2, 3), keepdim=True)
     return torch.where(vis > 0.5, x, mean.expand_as(x))
-
-
-def code_version() -> str:
-    """The commit the code is at, with "+dirty" when tracked files differ from it."""
-    import subprocess
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True,
-                              capture_output=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=REPO).returncode != 0
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("+dirty" if dirty else "")
 
 
 def main(argv=None) -> int:

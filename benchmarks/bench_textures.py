@@ -1,0 +1,92 @@
+"""Textures, Exp 1 / Fig. 1 of CoopNets (TPAMI 2020): one sheet per texture with the observed
+image, 3 syntheses of the same size and one twice as large.
+
+    nice -n 10 .venv/bin/python benchmarks/bench_textures.py --steps 1000
+    .venv/bin/python benchmarks/bench_textures.py --textures brick --steps 500 --out /tmp/tex
+
+Each texture of ../shared/data/textures (512x512 greyscale) is resized to 128x128 and a
+stationary CoopNets (preset texture-cpu: fully convolutional nets, a spatial latent) is
+trained on random 64x64 crops of it. The syntheses are revised samples (generator, then
+descriptor Langevin) at 128x128 and 256x256 from seeded latents. The sheet is
+``<out>/texture-<name>.png``: observed | 3 syntheses | 2x synthesis.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common import REPO, code_version, shared_data, training_seconds
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", default=str(shared_data() / "textures"))
+    p.add_argument("--textures", nargs="*", default=["brick", "grass", "gravel"])
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
+    p.add_argument("--preset", default="texture-cpu")
+    p.add_argument("--outdir", default=str(REPO / "runs"), help="where the run folders go")
+    p.add_argument("--out", default=str(REPO / "docs"), help="where the sheets go")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def sheet(observed, synth, big, pad: int = 8) -> np.ndarray:
+    """observed | synth[0..2] | big on a white strip; inputs (C, H, W) in [-1, 1]."""
+    from coopnets.images import to_uint8
+    tiles = [to_uint8(t[None])[0].permute(1, 2, 0).numpy() for t in (observed, *synth, big)]
+    h = max(t.shape[0] for t in tiles)
+    w = sum(t.shape[1] for t in tiles) + pad * (len(tiles) - 1)
+    out = np.full((h, w, tiles[0].shape[2]), 255, np.uint8)
+    x = 0
+    for t in tiles:
+        out[: t.shape[0], x: x + t.shape[1]] = t
+        x += t.shape[1] + pad
+    return out
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    version = code_version()
+    print(f"code {version}")
+    folder = Path(args.data_dir)
+    paths = [folder / f"{name}.png" for name in args.textures]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        print(f"skipped: {', '.join(missing)} absent (the textures live in "
+              "../shared/data/textures beside the checkout); pass --data-dir")
+        return 0
+    from coopnets.config import resolve
+    from coopnets.data import load_images
+    from coopnets.images import save_array_png, to_float
+    from coopnets.sampling import generate
+    from coopnets.training import train
+
+    summary = {}
+    for name, path in zip(args.textures, paths):
+        over = {"steps": args.steps} if args.steps else {}
+        cfg = resolve(args.preset, data=str(path), outdir=args.outdir, progress=args.progress, **over)
+        t0 = time.perf_counter()
+        run = train(cfg)
+        observed = to_float(load_images(path, "texture", cfg.image_size, cfg.center_crop, cfg.channels))[0]
+        size = observed.shape[-1]
+        synth = generate(run, 3, "revise", seed=args.seed, size=size, progress=False)
+        big = generate(run, 1, "revise", seed=args.seed + 1, size=2 * size, progress=False)[0]
+        out = Path(args.out) / f"texture-{name}.png"
+        save_array_png(sheet(observed, synth, big), out)
+        secs = training_seconds(run)
+        summary[name] = {"run": str(run), "steps": cfg.steps, "train_seconds": secs,
+                         "seconds_total": time.perf_counter() - t0, "sheet": str(out)}
+        print(f"{name}: {cfg.steps} steps, training {secs:.0f} s -> {out}", flush=True)
+    (Path(args.outdir) / "bench-textures.json").write_text(
+        json.dumps({"code": version, "seed": args.seed, "results": summary}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

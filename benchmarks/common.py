@@ -1,0 +1,47 @@
+"""Helpers shared by the benchmark scripts: where the shared data lives, which commit the
+code is at, and how long a run's training took."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as ``python benchmarks/x.py`` from anywhere
+    sys.path.insert(0, str(REPO))
+
+
+def shared_data() -> Path:
+    """``$COOPNETS_SHARED`` or ``../shared/data`` beside the checkout."""
+    return Path(os.environ.get("COOPNETS_SHARED", REPO.parent / "shared" / "data"))
+
+
+def code_version() -> str:
+    """The commit the code is at, with "+dirty" when tracked files differ from it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True,
+                              capture_output=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=REPO).returncode != 0
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def training_seconds(run: Path) -> float:
+    """Training wall-clock of a run from its stats.jsonl: each logged s/it times the steps
+    since the previous record (resumed pieces add up; start-up and checkpoints excluded)."""
+    total, last = 0.0, 0
+    path = Path(run) / "stats.jsonl"
+    if not path.is_file():
+        return float("nan")
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "sec_per_it" in rec and "step" in rec:
+            total += rec["sec_per_it"] * max(rec["step"] - last, 0)
+            last = rec["step"]
+    return total

@@ -1,0 +1,71 @@
+"""The results scripts in benchmarks/ run end to end on tiny data (so docs/results.md stays
+reproducible), and their pieces compute what they claim."""
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import bench_mnist  # noqa: E402
+import bench_textures  # noqa: E402
+from common import training_seconds  # noqa: E402
+
+
+def test_mnist_ablation_end_to_end(digits_npz, tmp_path, capsys):
+    out = tmp_path / "runs"
+    rc = bench_mnist.main(["--data", str(digits_npz), "--preset", "smoke", "--set", "subset=0:16",
+                           "--valid-subset", "16:32", "--num-samples", "12", "--outdir", str(out),
+                           "--ablation", "--steps-coop", "2", "--steps-descriptor", "3",
+                           "--steps-abp", "2"])
+    assert rc == 0
+    summary = json.loads((out / "bench-mnist-ablation.json").read_text())["results"]
+    assert set(summary) == {"coop", "descriptor", "abp"}
+    assert set(summary["coop"]["scores"]) == {"gen", "revise"}
+    assert set(summary["descriptor"]["scores"]) == {"des"}
+    assert summary["descriptor"]["step"] == 3
+    for algo in summary.values():
+        for r in algo["scores"].values():
+            assert np.isfinite(r["parzen"]) and r["parzen_se"] > 0 and r["mnist_fid"] >= 0
+    table = capsys.readouterr().out
+    assert "| CoopNets | revise | 2 |" in table and "226 ± 2.1" in table
+
+
+def test_missing_data_is_a_skip_message_not_a_crash(tmp_path, capsys):
+    assert bench_mnist.main(["--data", str(tmp_path / "nope.npz")]) == 0
+    assert "skipped:" in capsys.readouterr().out
+
+
+def test_texture_sheet_layout():
+    obs = torch.full((1, 8, 8), 1.0)  # white
+    syn = torch.full((3, 1, 8, 8), -1.0)  # black
+    big = torch.zeros(1, 16, 16)  # grey
+    s = bench_textures.sheet(obs, syn, big, pad=2)
+    assert s.shape == (16, 8 * 4 + 16 + 2 * 4, 1)
+    assert (s[:8, :8] == 255).all() and (s[8:, :8] == 255).all()  # observed, then padding
+    assert (s[:8, 10:18] == 0).all() and (s[:, -16:] == 128).all()
+
+
+def test_textures_end_to_end(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "textures"
+    folder.mkdir()
+    Image.fromarray(rng.integers(0, 256, (128, 128), dtype=np.uint8)).save(folder / "noise.png")
+    rc = bench_textures.main(["--data-dir", str(folder), "--textures", "noise", "--steps", "2",
+                              "--outdir", str(tmp_path / "runs"), "--out", str(tmp_path / "docs")])
+    assert rc == 0
+    sheet = np.asarray(Image.open(tmp_path / "docs" / "texture-noise.png"))
+    assert sheet.shape == (256, 128 * 4 + 256 + 8 * 4)  # observed | 3 x 128 | 256
+    summary = json.loads((tmp_path / "runs" / "bench-textures.json").read_text())
+    assert summary["results"]["noise"]["steps"] == 2
+
+
+def test_training_seconds_adds_the_logged_intervals(tmp_path):
+    lines = [{"step": 5, "sec_per_it": 2.0}, {"step": 10, "sec_per_it": 1.0},
+             {"step": 12, "sec_per_it": 0.5, "des_loss": 1.0}]
+    (tmp_path / "stats.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n{bad\n")
+    assert training_seconds(tmp_path) == pytest.approx(5 * 2.0 + 5 * 1.0 + 2 * 0.5)
