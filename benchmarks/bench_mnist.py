@@ -17,8 +17,9 @@ between the samples and the test set; the test set against train[50000:60000] gi
 Equal compute for the ablation: each algorithm's seconds per step are measured over a short
 calibration run on this machine, and its step count is the budget divided by them. The
 chosen counts are printed; ``--steps-coop/--steps-descriptor/--steps-abp`` repeat them
-exactly. Descriptor samples (Algorithm D) are Langevin chains from the reference noise with
-10 l_D steps (``coopnets sample --mode des``); that sampling is not counted in the budget.
+exactly. Algorithm D's samples are what it trains with: l_D Langevin steps from the reference
+noise N(0, s²I) (``coopnets sample --mode des --des-steps l_D``). Algorithm G infers each
+latent with ``--abp-gen-steps`` Langevin steps, warm-started from the example's last latent.
 """
 from __future__ import annotations
 
@@ -30,9 +31,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from common import REPO, code_version, shared_data, training_seconds
 
 PAPER = {"gen": (226.0, 2.1), "revise": (228.0, 2.1)}  # Table 2, CoopNets; GAN 225 ± 2
+SIGMAS = np.logspace(-1, 0, 21)  # the bandwidth grid, twice as fine as the library default
 ALGOS = ("coop", "descriptor", "abp")
 MODES = {"coop": ("gen", "revise"), "descriptor": ("des",), "abp": ("gen",)}
 NAMES = {"coop": "CoopNets", "descriptor": "Algorithm D (descriptor alone)",
@@ -55,6 +59,7 @@ def parse_args(argv=None):
     p.add_argument("--budget-min", type=float, default=10.0, help="ablation: minutes per algorithm")
     for a in ALGOS:
         p.add_argument(f"--steps-{a}", type=int, default=None, help=f"ablation: exact steps for {a}")
+    p.add_argument("--abp-gen-steps", type=int, default=10, help="ablation: l_G of Algorithm G")
     p.add_argument("--calib-steps", type=int, default=30)
     p.add_argument("--tag", default="", help="name of the JSON summary (default: derived)")
     p.add_argument("--progress", action="store_true")
@@ -77,6 +82,8 @@ def overrides(pairs) -> dict:
 def make_cfg(args, algorithm: str, steps: int | None, outdir: str, **extra):
     from coopnets.config import resolve
     over = dict(overrides(args.set), **extra)
+    if algorithm == "abp":
+        over["gen_steps"] = args.abp_gen_steps
     if steps:
         over["steps"] = steps
     return resolve(args.preset, data=args.data, algorithm=algorithm, outdir=outdir,
@@ -95,7 +102,7 @@ def calibrate(args, algorithm: str) -> float:
         return sum(later) / len(later)
 
 
-def score(run: Path, modes, args, test, valid) -> dict:
+def score(run: Path, cfg, modes, args, test, valid) -> dict:
     from coopnets.images import to_unit
     from coopnets.metrics.mnist_classifier import mnist_fid
     from coopnets.metrics.parzen import parzen_score
@@ -103,10 +110,11 @@ def score(run: Path, modes, args, test, valid) -> dict:
     out = {}
     for mode in modes:
         t0 = time.perf_counter()
+        # Algorithm D's samples are its training chains: l_D steps from the reference noise
         x = generate(run, args.num_samples, mode=mode, seed=args.seed, batch_size=500,
-                     progress=args.progress)  # (N, 1, 28, 28) in [-1, 1]
+                     des_steps=cfg.des_steps, progress=args.progress)  # (N, 1, 28, 28) in [-1, 1]
         sample_s = time.perf_counter() - t0
-        p = parzen_score(to_unit(x), valid, test)
+        p = parzen_score(to_unit(x), valid, test, sigmas=SIGMAS)
         f = mnist_fid(x, test)
         out[mode] = dict(parzen=p["mean"], parzen_se=p["std_error"], sigma=p["sigma"],
                          mnist_fid=f, sample_seconds=sample_s)
@@ -156,7 +164,7 @@ def main(argv=None) -> int:
         cfg, _, _, ckpt = load_run(run)
         algo = cfg.algorithm
         secs = training_seconds(run)
-        res = score(run, MODES[algo], args, test, valid)
+        res = score(run, cfg, MODES[algo], args, test, valid)
         results[a] = {"run": str(run), "step": ckpt["step"], "train_seconds": secs, "scores": res}
         for mode, r in res.items():
             paper = PAPER.get(mode) if algo == "coop" else None

@@ -74,6 +74,8 @@ class Config:
              f"--algorithm must be coop, descriptor or abp, got {self.algorithm!r}")
         need(self.des_init in ("noise", "persistent", "data"),
              f"--des-init must be noise, persistent or data, got {self.des_init!r}")
+        need(self.algorithm != "abp" or self.gen_steps > 0,
+             "--algorithm abp infers each latent by Langevin: set --gen-steps to 1 or more (e.g. 10)")
         need(self.amp in ("none", "bf16"), f"--amp must be none or bf16, got {self.amp!r}")
         need(self.channels in (0, 1, 3), f"--channels must be 0, 1 or 3, got {self.channels}")
         for name in ("batch_size", "num_chains", "steps", "des_width", "gen_width", "z_dim",

@@ -85,6 +85,8 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
     write_pngs(ok, 2, size=(28, 28), mode="L")
     assert "--des-steps must be >= 0" in error_line(capsys, base + ["--data", str(ok), "--des-steps", "-1"])
     assert "takes a float" in error_line(capsys, base + ["--data", str(ok), "--des-lr", "fast"])
+    assert "--gen-steps" in error_line(capsys, base + ["--data", str(ok), "--algorithm", "abp",
+                                                       "--gen-steps", "0"])
     assert "unknown preset" in error_line(capsys, ["train", "--preset", "nope", "--data", str(ok)])
     assert "takes 28x28" in error_line(capsys, base + ["--data", str(ok), "--image-size", "32"])
     (tmp_path / "junk.zip").write_bytes(b"PK nope")
