@@ -86,8 +86,8 @@ def make_cfg(args, algorithm: str, steps: int | None, outdir: str, **extra):
         over["gen_steps"] = args.abp_gen_steps
     if steps:
         over["steps"] = steps
-    return resolve(args.preset, data=args.data, algorithm=algorithm, outdir=outdir,
-                   progress=args.progress, **over)
+    over.setdefault("progress", args.progress)
+    return resolve(args.preset, data=args.data, algorithm=algorithm, outdir=outdir, **over)
 
 
 def calibrate(args, algorithm: str) -> float:

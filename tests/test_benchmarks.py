@@ -20,18 +20,19 @@ def test_mnist_ablation_end_to_end(digits_npz, tmp_path, capsys):
     out = tmp_path / "runs"
     rc = bench_mnist.main(["--data", str(digits_npz), "--preset", "smoke", "--set", "subset=0:16",
                            "--valid-subset", "16:32", "--num-samples", "12", "--outdir", str(out),
-                           "--ablation", "--steps-coop", "2", "--steps-descriptor", "3",
-                           "--steps-abp", "2"])
+                           "--ablation", "--steps-coop", "2", "--steps-abp", "2",
+                           "--budget-min", "0.0001", "--calib-steps", "12"])  # D: calibrated
     assert rc == 0
     summary = json.loads((out / "bench-mnist-ablation.json").read_text())["results"]
     assert set(summary) == {"coop", "descriptor", "abp"}
     assert set(summary["coop"]["scores"]) == {"gen", "revise"}
     assert set(summary["descriptor"]["scores"]) == {"des"}
-    assert summary["descriptor"]["step"] == 3
+    assert summary["descriptor"]["step"] == 1  # a 6 ms budget buys the minimum, one step
     for algo in summary.values():
         for r in algo["scores"].values():
             assert np.isfinite(r["parzen"]) and r["parzen_se"] > 0 and r["mnist_fid"] >= 0
     table = capsys.readouterr().out
+    assert "descriptor: " in table and "--steps-descriptor 1" in table
     assert "| CoopNets | revise | 2 |" in table and "226 ± 2.1" in table
 
 
