@@ -152,9 +152,9 @@ def main(argv=None) -> int:
                 steps[a] = max(1, int(args.budget_min * 60 / sps))
                 print(f"{a}: {sps:.3f} s/step -> {steps[a]} steps in {args.budget_min} min", flush=True)
         print("repeat exactly with: " + " ".join(f"--steps-{a} {steps[a]}" for a in ALGOS))
-        runs = {}
-        for a in ALGOS:
-            runs[a] = train(make_cfg(args, a, steps[a], args.outdir))
+        # own folder: a CoopNets ablation run must not resume (or be) the Table 2 run
+        ablation_dir = str(Path(args.outdir) / "ablation")
+        runs = {a: train(make_cfg(args, a, steps[a], ablation_dir)) for a in ALGOS}
     elif args.run:
         runs = {"coop": Path(args.run)}
     else:

@@ -199,6 +199,8 @@ def save_config(cfg: Config, path: Path) -> None:
 
 
 def same_run(a: dict, b: dict) -> bool:
-    """Whether two configs describe the same computation (so one resumes the other)."""
+    """Whether two configs describe the same computation (so one resumes the other). A field
+    missing from one (a run saved before the field existed) counts as its default value."""
+    defaults = dataclasses.asdict(Config())
     keys = (set(a) | set(b)) - RESUME_IGNORES
-    return all(a.get(k) == b.get(k) for k in keys)
+    return all(a.get(k, defaults.get(k)) == b.get(k, defaults.get(k)) for k in keys)

@@ -28,6 +28,7 @@ def test_mnist_ablation_end_to_end(digits_npz, tmp_path, capsys):
     assert set(summary["coop"]["scores"]) == {"gen", "revise"}
     assert set(summary["descriptor"]["scores"]) == {"des"}
     assert summary["descriptor"]["step"] == 1  # a 6 ms budget buys the minimum, one step
+    assert all("/ablation/" in algo["run"] for algo in summary.values())
     for algo in summary.values():
         for r in algo["scores"].values():
             assert np.isfinite(r["parzen"]) and r["parzen_se"] > 0 and r["mnist_fid"] >= 0

@@ -1,4 +1,5 @@
 """Data loaders and the command line: every bad input exits non-zero with one line."""
+import dataclasses
 import gzip
 import subprocess
 import sys
@@ -124,3 +125,12 @@ def test_load_images_rejects_bad_arrays(tmp_path):
     np.save(tmp_path / "s.npy", np.zeros((2, 5, 4, 4, 4), np.uint8))
     with pytest.raises(UserError, match="shape"):
         load_images(tmp_path / "s.npy")
+
+
+def test_a_run_saved_before_a_field_existed_still_resumes():
+    from coopnets.config import Config, same_run
+    now = dataclasses.asdict(Config(preset="smoke"))
+    old = {k: v for k, v in now.items() if k != "lr_final"}  # saved before lr_final existed
+    assert same_run(old, now) and same_run(now, old)
+    assert not same_run(old, dict(now, lr_final=0.1))  # a non-default value is a different run
+    assert same_run(now, dict(now, steps=99))  # steps may grow on resume
