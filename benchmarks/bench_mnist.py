@@ -59,6 +59,8 @@ def parse_args(argv=None):
     p.add_argument("--budget-min", type=float, default=10.0, help="ablation: minutes per algorithm")
     for a in ALGOS:
         p.add_argument(f"--steps-{a}", type=int, default=None, help=f"ablation: exact steps for {a}")
+    p.add_argument("--algorithms", nargs="+", default=list(ALGOS), choices=ALGOS,
+                   help="ablation: which algorithms to train and score")
     p.add_argument("--abp-gen-steps", type=int, default=10, help="ablation: l_G of Algorithm G")
     p.add_argument("--calib-steps", type=int, default=30)
     p.add_argument("--tag", default="", help="name of the JSON summary (default: derived)")
@@ -143,7 +145,7 @@ def main(argv=None) -> int:
     results, rows = {}, []
     if args.ablation:
         steps = {}
-        for a in ALGOS:
+        for a in args.algorithms:
             given = getattr(args, f"steps_{a}")
             if given:
                 steps[a] = given
@@ -151,10 +153,10 @@ def main(argv=None) -> int:
                 sps = calibrate(args, a)
                 steps[a] = max(1, int(args.budget_min * 60 / sps))
                 print(f"{a}: {sps:.3f} s/step -> {steps[a]} steps in {args.budget_min} min", flush=True)
-        print("repeat exactly with: " + " ".join(f"--steps-{a} {steps[a]}" for a in ALGOS))
+        print("repeat exactly with: " + " ".join(f"--steps-{a} {steps[a]}" for a in args.algorithms))
         # own folder: a CoopNets ablation run must not resume (or be) the Table 2 run
         ablation_dir = str(Path(args.outdir) / "ablation")
-        runs = {a: train(make_cfg(args, a, steps[a], ablation_dir)) for a in ALGOS}
+        runs = {a: train(make_cfg(args, a, steps[a], ablation_dir)) for a in args.algorithms}
     elif args.run:
         runs = {"coop": Path(args.run)}
     else:
