@@ -12,7 +12,9 @@ import json
 import math
 import re
 import shutil
+import statistics
 import time
+from collections import deque
 from pathlib import Path
 
 import torch
@@ -96,6 +98,39 @@ def _check_finite(step: int, stats: dict, run_dir: Path, last_ckpt: int | None) 
         raise TrainingDiverged(
             f"training diverged at step {step} ({', '.join(f'{k} = {v}' for k, v in bad.items())}); "
             f"{kept}; lower --des-lr or --des-step-size, or raise --des-refsig, and run again")
+
+
+class MoveWatch:
+    """Holds checkpoints back at the start of a blow-up.
+
+    A diverging CoopNets run shows it first in the Langevin move: it climbs to many times its
+    usual size for tens of steps before anything is NaN or above MAX_MOVE. A checkpoint is
+    written only if the largest move since the previous one is at most ``factor`` times the
+    median move of the last ``window`` steps, so that ``latest.pt`` keeps the last healthy
+    state; a passing spike only delays the next checkpoint. Runs without Langevin moves
+    (Algorithm G) and the first ``window`` steps after a (re)start are not gated.
+    """
+
+    def __init__(self, window: int = 200, factor: float = 4.0):
+        self.moves: deque = deque(maxlen=window)
+        self.factor, self.peak = factor, 0.0
+
+    def add(self, stats: dict) -> None:
+        move = stats.get("langevin_move")
+        if move is not None and math.isfinite(move):
+            self.moves.append(move)
+            self.peak = max(self.peak, move)
+
+    def verdict(self) -> str:
+        """"" if a checkpoint may be written now, else why not (the same on every process)."""
+        full = len(self.moves) == self.moves.maxlen
+        med = statistics.median(self.moves) if full else 0.0
+        s = dist.mean_over_ranks({"full": float(full), "median": med, "peak": self.peak})
+        self.peak = 0.0
+        if s["full"] < 1 or s["peak"] <= self.factor * s["median"]:
+            return ""
+        return (f"the Langevin move reached {s['peak']:.3g}, {s['peak'] / s['median']:.1f}x its "
+                f"median {s['median']:.3g} over the last {self.moves.maxlen} steps")
 
 
 def _finite_params(*modules) -> bool:
@@ -208,7 +243,7 @@ def train(cfg: Config, run_dir: str | Path | None = None, new_run: bool = False)
     # ---- loop ---------------------------------------------------------------------------
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=run_dir.name,
                disable=not (main and cfg.progress), dynamic_ncols=True)
-    t_last, window = time.perf_counter(), []
+    t_last, window, watch = time.perf_counter(), [], MoveWatch()
     try:
         for step in bar:
             frac = 1.0 - (1.0 - cfg.lr_final) * step / max(1, cfg.steps - 1)
@@ -231,6 +266,7 @@ def train(cfg: Config, run_dir: str | Path | None = None, new_run: bool = False)
             window.append(now - t_last)
             t_last = now
             _check_finite(step + 1, stats, run_dir, last_ckpt)
+            watch.add(stats)
             done = step + 1
             if done % cfg.log_every == 0 or done == cfg.steps:
                 stats = dist.mean_over_ranks(stats)
@@ -244,8 +280,15 @@ def train(cfg: Config, run_dir: str | Path | None = None, new_run: bool = False)
                 recalibrate_batchnorm(gen, calib_z, cfg.num_chains)
                 save_progress(run_dir, done, cfg, unwrap(des), unwrap(gen), fixed_z, state["chains"])
             if (cfg.ckpt_every and done % cfg.ckpt_every == 0) or done == cfg.steps:
-                checkpoint(done)
-                last_ckpt = done
+                why = watch.verdict()
+                if why and done < cfg.steps:
+                    log.text(f"step {done}: checkpoint held back because {why}; latest.pt stays "
+                             f"at step {last_ckpt}")
+                else:
+                    if why:
+                        log.text(f"warning: the final checkpoint is written although {why}")
+                    checkpoint(done)
+                    last_ckpt = done
     except KeyboardInterrupt:
         log.text(f"interrupted; resume from step {last_ckpt or 0} with the same command")
         raise

@@ -94,3 +94,39 @@ def test_sampling_is_seeded_per_example(smoke_run):
     assert a.shape == (5, 1, 28, 28) and a.abs().max() <= 1.5
     d = generate(smoke_run, 2, "des", seed=0, des_steps=3, progress=False)
     assert torch.isfinite(d).all()
+
+
+def test_move_watch_holds_back_during_a_spike_only():
+    watch = train_mod.MoveWatch(window=5, factor=4.0)
+    for _ in range(3):
+        watch.add({"langevin_move": 0.1})
+    watch.add({"langevin_move": 5.0})
+    assert watch.verdict() == ""  # window not yet full: early training is never gated
+    watch.add({"langevin_move": 0.1})
+    assert watch.verdict() == ""  # the peak was reset by the previous verdict
+    watch.add({"langevin_move": 0.5})
+    assert "0.5, 5.0x its median 0.1" in watch.verdict()
+    watch.add({"langevin_move": 0.12, "f_gap": 1.0})
+    watch.add({"gen_loss": 1.0})  # Algorithm G: no move, nothing gated
+    assert watch.verdict() == ""
+
+
+def test_a_blow_up_does_not_overwrite_the_last_healthy_checkpoint(tmp_path, digits_npz, monkeypatch):
+    real = train_mod.coop_step
+    moves = {7: 1.0, 8: 0.1, 9: 0.8, 10: float("nan")}  # a spike, a calm step, then the blow-up
+    calls = []
+
+    def step_with_moves(*a, **k):
+        stats, xg, xr = real(*a, **k)
+        calls.append(None)
+        return {**stats, "langevin_move": moves.get(len(calls), 0.1)}, xg, xr
+
+    monkeypatch.setattr(train_mod, "coop_step", step_with_moves)
+    watch = train_mod.MoveWatch
+    monkeypatch.setattr(train_mod, "MoveWatch", lambda: watch(window=6, factor=4.0))
+    with pytest.raises(TrainingDiverged, match=r"diverged at step 10 .*step 8"):
+        train(cfg_for(digits_npz, tmp_path, steps=12))
+    run = next(tmp_path.glob("0000*"))
+    assert load_checkpoint(run)["step"] == 8  # 7 and 9 were held back, 8 was calm
+    log = (run / "log.txt").read_text()
+    assert "step 7: checkpoint held back" in log and "step 9: checkpoint held back" in log
