@@ -104,6 +104,17 @@ def calibrate(args, algorithm: str) -> float:
         return sum(later) / len(later)
 
 
+def train_or_last(cfg) -> Path:
+    """Train; if the run diverges, say so and go on with its last healthy checkpoint."""
+    from coopnets.errors import TrainingDiverged
+    from coopnets.training import find_run_dir, train
+    try:
+        return train(cfg)
+    except TrainingDiverged as e:
+        print(f"warning: {e}; scoring that checkpoint", flush=True)
+        return find_run_dir(cfg)
+
+
 def score(run: Path, cfg, modes, args, test, valid) -> dict:
     from coopnets.images import to_unit
     from coopnets.metrics.mnist_classifier import mnist_fid
@@ -137,7 +148,6 @@ def main(argv=None) -> int:
     import torch
     from coopnets.checkpoint import load_run
     from coopnets.data import load_images
-    from coopnets.training import train
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     test = load_images(data, key="x_test")  # (10000, 1, 28, 28) uint8
     valid = load_images(data, key="x_train", subset=args.valid_subset)
@@ -156,11 +166,11 @@ def main(argv=None) -> int:
         print("repeat exactly with: " + " ".join(f"--steps-{a} {steps[a]}" for a in args.algorithms))
         # own folder: a CoopNets ablation run must not resume (or be) the Table 2 run
         ablation_dir = str(Path(args.outdir) / "ablation")
-        runs = {a: train(make_cfg(args, a, steps[a], ablation_dir)) for a in args.algorithms}
+        runs = {a: train_or_last(make_cfg(args, a, steps[a], ablation_dir)) for a in args.algorithms}
     elif args.run:
         runs = {"coop": Path(args.run)}
     else:
-        runs = {"coop": train(make_cfg(args, "coop", args.steps, args.outdir))}
+        runs = {"coop": train_or_last(make_cfg(args, "coop", args.steps, args.outdir))}
 
     for a, run in runs.items():
         cfg, _, _, ckpt = load_run(run)

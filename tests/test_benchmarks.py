@@ -71,3 +71,23 @@ def test_training_seconds_adds_the_logged_intervals(tmp_path):
              {"step": 12, "sec_per_it": 0.5, "des_loss": 1.0}]
     (tmp_path / "stats.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n{bad\n")
     assert training_seconds(tmp_path) == pytest.approx(5 * 2.0 + 5 * 1.0 + 2 * 0.5)
+
+
+def test_a_diverged_run_is_reported_and_its_last_checkpoint_scored(digits_npz, tmp_path, capsys,
+                                                                    monkeypatch):
+    from coopnets import training as train_mod
+    real, calls = train_mod.coop_step, []
+
+    def nan_at_3(*a, **k):
+        stats, xg, xr = real(*a, **k)
+        calls.append(None)
+        return ({**stats, "f_gap": float("nan")} if len(calls) == 3 else stats), xg, xr
+
+    monkeypatch.setattr(train_mod, "coop_step", nan_at_3)
+    out = tmp_path / "runs"
+    assert bench_mnist.main(["--data", str(digits_npz), "--preset", "smoke", "--set", "subset=0:16",
+                             "--valid-subset", "16:32", "--num-samples", "8", "--steps", "5",
+                             "--outdir", str(out)]) == 0
+    assert "warning: training diverged at step 3" in capsys.readouterr().out
+    result = json.loads((out / "bench-mnist-table2.json").read_text())["results"]["coop"]
+    assert result["step"] == 2 and np.isfinite(result["scores"]["revise"]["parzen"])
