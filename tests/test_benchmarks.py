@@ -89,5 +89,7 @@ def test_a_diverged_run_is_reported_and_its_last_checkpoint_scored(digits_npz, t
                              "--valid-subset", "16:32", "--num-samples", "8", "--steps", "5",
                              "--outdir", str(out)]) == 0
     assert "warning: training diverged at step 3" in capsys.readouterr().out
-    result = json.loads((out / "bench-mnist-table2.json").read_text())["results"]["coop"]
+    results = json.loads((out / "bench-mnist-table2.json").read_text())["results"]
+    assert np.isfinite(results["real"]["parzen"])  # the real-data ceiling row
+    result = results["coop"]
     assert result["step"] == 2 and np.isfinite(result["scores"]["revise"]["parzen"])
