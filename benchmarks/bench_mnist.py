@@ -175,7 +175,7 @@ def main(argv=None) -> int:
     for a, run in runs.items():
         cfg, _, _, ckpt = load_run(run)
         algo = cfg.algorithm
-        secs = training_seconds(run)
+        secs = training_seconds(run, upto=ckpt["step"])
         res = score(run, cfg, MODES[algo], args, test, valid)
         results[a] = {"run": str(run), "step": ckpt["step"], "train_seconds": secs, "scores": res}
         for mode, r in res.items():

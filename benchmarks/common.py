@@ -29,11 +29,13 @@ def code_version() -> str:
     return head + ("+dirty" if dirty else "")
 
 
-def training_seconds(run: Path) -> float:
-    """Training wall-clock of a run from its stats.jsonl: each logged s/it times the steps
-    since the previous record (resumed pieces add up; start-up and checkpoints excluded)."""
+def training_seconds(run: Path, upto: int | None = None) -> float:
+    """Training wall-clock of a run (folder, or a checkpoint file in it) from its stats.jsonl:
+    each logged s/it times the steps since the previous record, up to step ``upto``
+    (resumed pieces add up; start-up excluded)."""
     total, last = 0.0, 0
-    path = Path(run) / "stats.jsonl"
+    run = Path(run)
+    path = (run.parent if run.is_file() else run) / "stats.jsonl"
     if not path.is_file():
         return float("nan")
     for line in path.read_text().splitlines():
@@ -41,7 +43,7 @@ def training_seconds(run: Path) -> float:
             rec = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if "sec_per_it" in rec and "step" in rec:
+        if "sec_per_it" in rec and "step" in rec and (upto is None or rec["step"] <= upto):
             total += rec["sec_per_it"] * max(rec["step"] - last, 0)
             last = rec["step"]
     return total

@@ -71,6 +71,8 @@ def test_training_seconds_adds_the_logged_intervals(tmp_path):
              {"step": 12, "sec_per_it": 0.5, "des_loss": 1.0}]
     (tmp_path / "stats.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n{bad\n")
     assert training_seconds(tmp_path) == pytest.approx(5 * 2.0 + 5 * 1.0 + 2 * 0.5)
+    (tmp_path / "ckpt-000010.pt").write_bytes(b"")  # a checkpoint file names its run folder
+    assert training_seconds(tmp_path / "ckpt-000010.pt", upto=10) == pytest.approx(15.0)
 
 
 def test_a_diverged_run_is_reported_and_its_last_checkpoint_scored(digits_npz, tmp_path, capsys,
