@@ -2,11 +2,11 @@
 and the ablation of Algorithm D alone, Algorithm G alone and CoopNets at equal compute.
 
     # Table 2: CoopNets on train[:50000]; Parzen of generator and revised samples
-    nice -n 10 .venv/bin/python benchmarks/bench_mnist.py --steps 12000
+    nice -n 10 .venv/bin/python benchmarks/bench_mnist.py --steps 6000
     .venv/bin/python benchmarks/bench_mnist.py --run runs/00004-coop-mnist-cpu   # score only
 
     # Ablation: the three algorithms, each given the same training wall-clock
-    nice -n 10 .venv/bin/python benchmarks/bench_mnist.py --ablation --budget-min 12
+    nice -n 10 .venv/bin/python benchmarks/bench_mnist.py --ablation --budget-min 10 --set lr_final=0.1
 
 Protocol (Goodfellow et al. 2014, as in the paper): 10,000 samples in [0, 1]; the Gaussian
 kernel bandwidth is chosen on train[50000:60000] from a log grid; the score is the mean
