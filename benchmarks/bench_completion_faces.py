@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from common import REPO, code_version, shared_data
+from common import REPO, code_version, face_run, shared_data
 
 DATA = shared_data() / "celeba" / "celeba-10k-89x109-jpeg.zip"
 PAPER = {"m30": (0.115, 16.893), "m40": (0.124, 16.098), "m50": (0.136, 15.105)}  # Table 4
@@ -71,20 +71,11 @@ def main(argv=None) -> int:
         return 0
     from coopnets.checkpoint import load_run
     from coopnets.completion import complete_images, psnr_per_image, recovery_error_per_image
-    from coopnets.config import resolve
     from coopnets.data import load_images
     from coopnets.images import save_grid, to_unit
     from coopnets.masks import parse_mask
-    from coopnets.training import train
 
-    run = Path(args.run) if args.run else None
-    if run is None:
-        over = {"steps": args.steps} if args.steps else {}
-        cfg = resolve("celeba-64-cpu", data=str(data), subset="0:9000", outdir=args.outdir,
-                      progress=args.progress, **over)
-        t0 = time.perf_counter()
-        run = train(cfg, new_run=args.new_run)
-        print(f"trained {run} in {(time.perf_counter() - t0) / 60:.1f} min ({cfg.steps} steps)")
+    run = face_run(args, new_run=args.new_run)
     cfg, des, gen, ckpt = load_run(run)
     if not data.is_file():
         print(f"skipped: {data} is absent; the held-out faces are needed for completion")

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import REPO, code_version, shared_data, training_seconds
+from common import FACE_TRAIN, REPO, code_version, face_run, shared_data, training_seconds
 
 
 def parse_args(argv=None):
@@ -52,21 +52,14 @@ def main(argv=None) -> int:
               "beside the checkout); pass --data PATH")
         return 0
     from coopnets.cli import main as cli
-    from coopnets.config import resolve
     from coopnets.data import load_images
     from coopnets.images import make_grid, save_array_png, to_float, to_unit
     from coopnets.metrics.fid import feature_stats, fid_from_stats
     from coopnets.metrics.image_quality import pairwise_ssim
     from coopnets.metrics.inception import inception_features
     from coopnets.sampling import generate
-    from coopnets.training import train
 
-    run = Path(args.run) if args.run else None
-    if run is None:
-        over = {"steps": args.steps} if args.steps else {}
-        cfg = resolve("celeba-64-cpu", data=str(data), subset="0:9000", outdir=args.outdir,
-                      progress=args.progress, **over)
-        run = train(cfg)
+    run = face_run(args)
     train_min = training_seconds(run) / 60
     out = Path(args.out)
 
@@ -79,7 +72,7 @@ def main(argv=None) -> int:
     cli(["interpolate", str(run), "--steps", "8", "--rows", "6", "--seed", str(args.seed),
          "--revise", "--out", str(out / "faces-interpolation.png")])
 
-    real = load_images(data, image_size=64, center_crop=True, subset="0:9000")
+    real = load_images(data, image_size=64, center_crop=True, subset=FACE_TRAIN)
     g = torch.Generator().manual_seed(args.seed)
     train_faces = real[torch.randperm(len(real), generator=g)[: args.num]]
     held_out = load_images(data, image_size=64, center_crop=True, subset="9000:10000")

@@ -47,3 +47,25 @@ def training_seconds(run: Path, upto: int | None = None) -> float:
             total += rec["sec_per_it"] * max(rec["step"] - last, 0)
             last = rec["step"]
     return total
+
+
+FACE_TRAIN = "0:9000"  # CelebA subset faces used for training; 9000:10000 are held out
+
+
+def face_run(args, new_run: bool = False) -> Path:
+    """The face model that bench_faces.py and bench_completion_faces.py share: ``args.run`` if
+    given, else the preset celeba-64-cpu trained (or resumed) on faces 0:9000 of ``args.data``
+    for ``args.steps`` steps (default: the preset's)."""
+    if args.run:
+        return Path(args.run)
+    import time
+
+    from coopnets.config import resolve
+    from coopnets.training import train
+    over = {"steps": args.steps} if args.steps else {}
+    cfg = resolve("celeba-64-cpu", data=str(args.data), subset=FACE_TRAIN, outdir=args.outdir,
+                  progress=args.progress, **over)
+    t0 = time.perf_counter()
+    run = train(cfg, new_run=new_run)
+    print(f"trained {run} in {(time.perf_counter() - t0) / 60:.1f} min ({cfg.steps} steps)")
+    return run
