@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import FACE_TRAIN, REPO, code_version, face_run, shared_data, training_seconds
+from common import (FACE_TRAIN, REPO, code_version, face_run, inception_file, shared_data,
+                    training_seconds)
 
 
 def parse_args(argv=None):
@@ -51,7 +52,7 @@ def main(argv=None) -> int:
         print(f"skipped: {data} is absent (the CelebA subset lives in ../shared/data/celeba "
               "beside the checkout); pass --data PATH")
         return 0
-    from coopnets.cli import main as cli
+    from coopnets.commands import main as cli
     from coopnets.data import load_images
     from coopnets.images import make_grid, save_array_png, to_float, to_unit
     from coopnets.metrics.fid import feature_stats, fid_from_stats
@@ -78,15 +79,16 @@ def main(argv=None) -> int:
     held_out = load_images(data, image_size=64, center_crop=True, subset="9000:10000")
 
     def feats(x):
-        return inception_features(x, precision=args.precision, progress=args.progress)
+        return inception_features(x, inception_file(), precision=args.precision,
+                                  progress=args.progress)
 
     t0 = time.perf_counter()
     ref = feature_stats(feats(held_out))
     rows, results = [], {}
     for name, x in (("generator samples", gen_x), ("revised samples", rev_x),
                     ("training faces (floor)", train_faces)):
-        f = fid_from_stats(*feature_stats(feats(x)), *ref)
         unit = to_unit(x) if x.dtype != torch.uint8 else to_unit(to_float(x))
+        f = fid_from_stats(*feature_stats(feats(unit)), *ref)
         s = pairwise_ssim(unit, max_pairs=1000, seed=args.seed)
         results[name] = {"fid": f, "pairwise_ssim": s, "n": len(x)}
         rows.append(f"| {name} | {len(x)} | {f:.2f} | {s:.4f} |")

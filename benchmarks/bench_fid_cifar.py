@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common import inception_file, shared_data
 from coopnets.images import read_image
 from coopnets.metrics import fid, inception_features
-from coopnets.metrics.features import shared_data_dir
 
 
 def read_zip_subset(path: Path, indices: np.ndarray) -> torch.Tensor:
@@ -44,7 +44,7 @@ def count_images(path: Path) -> int:
 
 def features(x: torch.Tensor, args, precision: str = "fp32") -> tuple[np.ndarray, float]:
     t = time.time()
-    f = inception_features(x, batch_size=args.batch_size, progress=not args.quiet,
+    f = inception_features(x, inception_file(), batch_size=args.batch_size, progress=not args.quiet,
                            threads=args.threads or None, precision=precision)
     return f, time.time() - t
 
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
-    root = shared_data_dir() / "cifar10"
+    root = shared_data() / "cifar10"
     test_zip, train_zip = root / "cifar10-test-jpeg.zip", root / "cifar10-train-jpeg.zip"
     if not test_zip.is_file() or not train_zip.is_file():
         print(f"skipped: CIFAR-10 JPEG zips not found under {root}")

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -128,7 +127,7 @@ def score(run: Path, cfg, modes, args, test, valid) -> dict:
                      des_steps=cfg.des_steps, progress=args.progress)  # (N, 1, 28, 28) in [-1, 1]
         sample_s = time.perf_counter() - t0
         p = parzen_score(to_unit(x), valid, test, sigmas=SIGMAS)
-        f = mnist_fid(x, test)
+        f = mnist_fid(to_unit(x), test)
         out[mode] = dict(parzen=p["mean"], parzen_se=p["std_error"], sigma=p["sigma"],
                          mnist_fid=f, sample_seconds=sample_s)
         print(f"  {run.name} {mode}: Parzen {p['mean']:.1f} ± {p['std_error']:.1f} "

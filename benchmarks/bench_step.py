@@ -26,7 +26,7 @@ from torch.utils.flop_counter import flop_registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from coopnets.algorithms import coop_step, descriptor_loss, generator_loss  # noqa: E402
-from coopnets.checkpoint import build_nets  # noqa: E402
+from coopnets.models import build_nets  # noqa: E402
 from coopnets.config import resolve  # noqa: E402
 from coopnets.langevin import descriptor_log_prob, langevin  # noqa: E402
 
@@ -87,14 +87,14 @@ def port_style_step(des, gen, opt_d, opt_g, x_obs, cfg, latent_shape):
     for _ in range(cfg.des_steps):  # Langevin with .backward(): parameter grads computed too
         x = x.detach().requires_grad_(True)
         des(x).backward(torch.ones(len(x)))
-        x = x - 0.5 * cfg.des_step_size ** 2 * (x / cfg.des_refsig ** 2 - x.grad)
+        x = x - 0.5 * cfg.des_step_size ** 2 * (x / cfg.ref_std ** 2 - x.grad)
         x = x + cfg.des_step_size * torch.randn_like(x)
     x_rev = x.detach()
     loss_d = descriptor_loss(des(x_obs), des(x_rev))  # two separate passes
     opt_d.zero_grad()
     loss_d.backward()
     opt_d.step()
-    loss_g = generator_loss(x_rev, x_gen, cfg.gen_refsig)
+    loss_g = generator_loss(x_rev, x_gen, cfg.residual_std)
     opt_g.zero_grad()
     loss_g.backward()
     opt_g.step()
@@ -117,7 +117,7 @@ def bench(preset: str, repeats: int, amp: bool, peak: float, port: bool) -> list
     for mode in (["fp32", "bf16"] if amp else ["fp32"]):
         c = resolve(preset, data="-", amp="bf16" if mode == "bf16" else "none")
         ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if mode == "bf16" else None
-        lp = descriptor_log_prob(des, c.des_refsig, ctx)
+        lp = descriptor_log_prob(des, c.ref_std, ctx)
         step = lambda: coop_step(des, gen, opt_d, opt_g, x_obs, c, latent_shape)  # noqa: E731
         one_langevin = lambda: langevin(lp, x_start, 1, c.des_step_size)  # noqa: E731
         t_step, t_lang = timed(step, repeats), timed(one_langevin, max(3, repeats))
@@ -127,7 +127,7 @@ def bench(preset: str, repeats: int, amp: bool, peak: float, port: bool) -> list
                    peak_frac=f_step / t_step / peak)
         if mode == "bf16":  # soundness: bf16 revision vs fp32 revision from the same start
             g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
-            ref = langevin(descriptor_log_prob(des, c.des_refsig), x_start, c.des_steps,
+            ref = langevin(descriptor_log_prob(des, c.ref_std), x_start, c.des_steps,
                            c.des_step_size, True, g())
             low = langevin(lp, x_start, c.des_steps, c.des_step_size, True, g())
             moved = (ref - x_start).pow(2).mean().sqrt()

@@ -18,6 +18,12 @@ def shared_data() -> Path:
     return Path(os.environ.get("COOPNETS_SHARED", REPO.parent / "shared" / "data"))
 
 
+def inception_file() -> Path:
+    """The Inception TorchScript in the shared data (the package itself only takes paths)."""
+    from coopnets.metrics.inception import FILENAME
+    return shared_data() / "inception" / FILENAME
+
+
 def code_version() -> str:
     """The commit the code is at, with "+dirty" when tracked files differ from it."""
     try:

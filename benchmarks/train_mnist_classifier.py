@@ -13,14 +13,14 @@ from pathlib import Path
 
 import torch
 
+from common import shared_data
 from coopnets.errors import UserError
-from coopnets.metrics.features import shared_data_dir
 from coopnets.metrics.mnist_classifier import DEFAULT_WEIGHTS, train_mnist_classifier
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=str(shared_data_dir() / "mnist" / "mnist.npz"))
+    p.add_argument("--data", default=str(shared_data() / "mnist" / "mnist.npz"))
     p.add_argument("--out", default=str(DEFAULT_WEIGHTS))
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)

@@ -1,18 +1,58 @@
-"""The three learning algorithms as step functions; each returns a dict of floats for logging.
+"""The three learning algorithms as step functions of one shape.
 
-descriptor_step  Algorithm D: Langevin from the given chains (D1), then update θ (D2).
+    step(nets, batch, state, cfg, rng) -> StepResult(stats, state, samples)
+
+descriptor_step  Algorithm D: Langevin from the chains (D1), then update θ (D2).
 abp_step         Algorithm G: Langevin inference of each example's z (G1), then update α (G2).
 coop_step        CoopNets: G0, D1, optional G1, D2, G2 (docs/coopnets.md, Section 3).
 
-Losses are small named functions so that the update each step makes is easy to read.
+``stats`` holds 0-d tensors (no host synchronisation inside a step; read them with
+``floats``), ``state`` is what the next step needs (Algorithm D's persistent chains,
+Algorithm G's per-example latents), ``samples`` this step's synthesized tensors. ``STEPS``
+picks the function for ``cfg.algorithm``. Losses are small named functions so that the update
+each step makes is easy to read.
 """
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
-from .langevin import descriptor_log_prob, generator_log_posterior, langevin, randn
+from .langevin import generator_log_posterior, langevin, revise
+from .seeding import randn
+
+
+@dataclass
+class Nets:
+    """What a step works on: the networks (DDP-wrapped or not), their optimisers, and the shape
+    of one generator latent. An algorithm that does not use a network ignores it."""
+    des: torch.nn.Module | None = None
+    gen: torch.nn.Module | None = None
+    opt_des: torch.optim.Optimizer | None = None
+    opt_gen: torch.optim.Optimizer | None = None
+    latent_shape: tuple = ()
+
+
+class Batch(NamedTuple):
+    x: torch.Tensor  # (B, C, H, W) observed examples in [-1, 1]
+    index: torch.Tensor | None = None  # their indices in the data set (Algorithm G's latents)
+
+
+class StepResult(NamedTuple):
+    stats: dict  # name -> 0-d tensor
+    state: dict  # carried to the next step (and into checkpoints)
+    samples: dict  # name -> this step's synthesized tensor (detached)
+
+
+def floats(stats: dict) -> dict:
+    """A step's stats as Python floats, with one host synchronisation for all of them."""
+    if not stats:
+        return {}
+    values = torch.stack([torch.as_tensor(v, dtype=torch.float64).reshape(()).cpu()
+                          for v in stats.values()]).tolist()
+    return dict(zip(stats, values))
 
 
 def descriptor_loss(f_obs: torch.Tensor, f_syn: torch.Tensor) -> torch.Tensor:
@@ -20,9 +60,9 @@ def descriptor_loss(f_obs: torch.Tensor, f_syn: torch.Tensor) -> torch.Tensor:
     return f_syn.mean() - f_obs.mean()
 
 
-def generator_loss(target: torch.Tensor, g: torch.Tensor, sigma: float) -> torch.Tensor:
+def generator_loss(target: torch.Tensor, g: torch.Tensor, residual_std: float) -> torch.Tensor:
     """mean_j ||target_j − g(z_j)||² / (2σ²)."""
-    return (target - g.float()).flatten(1).pow(2).sum(1).mean() / (2.0 * sigma * sigma)
+    return (target - g.float()).flatten(1).pow(2).sum(1).mean() / (2.0 * residual_std ** 2)
 
 
 def unwrap(module):
@@ -37,7 +77,18 @@ def _amp(cfg, device):
     return nullcontext
 
 
-def _update_descriptor(des, opt, x_obs, x_syn, amp):
+def _rms_move(after: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
+    """Mean over examples of the RMS per-pixel change."""
+    return (after - before).flatten(1).pow(2).mean(1).sqrt().mean()
+
+
+def _revise(des, x, cfg, amp, rng):
+    """D1 with the run's settings."""
+    return revise(unwrap(des), x, ref_std=cfg.ref_std, steps=cfg.des_steps,
+                  step_size=cfg.des_step_size, noise=cfg.des_noise, rng=rng, autocast=amp)
+
+
+def _update_descriptor(des, opt, x_obs, x_syn, amp) -> dict:
     """D2: one pass over the observed and synthesized examples together (independent rows)."""
     with amp():
         f = des(torch.cat([x_obs, x_syn]))
@@ -46,82 +97,89 @@ def _update_descriptor(des, opt, x_obs, x_syn, amp):
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    return {"des_loss": loss.item(), "f_gap": (f_obs.mean() - f_syn.mean()).item()}
+    return {"des_loss": loss.detach(), "f_gap": (f_obs.mean() - f_syn.mean()).detach()}
 
 
-def _infer_z(gen, x, z, cfg, amp, generator):
+def _infer_z(gen, x, z, cfg, amp, rng):
     """G1: l_G Langevin steps of z under the posterior p(z | x; α)."""
-    return langevin(generator_log_posterior(unwrap(gen), x, cfg.gen_refsig, autocast=amp), z,
-                    cfg.gen_steps, cfg.gen_step_size, cfg.gen_noise, generator)
+    return langevin(generator_log_posterior(unwrap(gen), x, cfg.residual_std, autocast=amp), z,
+                    cfg.gen_steps, cfg.gen_step_size, cfg.gen_noise, rng)
 
 
-def _update_generator(opt, target, g, sigma):
+def _update_generator(opt, target, g, residual_std) -> torch.Tensor:
     """G2: α ← α − lr · ∂/∂α mean ||target − g(z)||² / (2σ²). Returns the loss."""
-    loss = generator_loss(target, g, sigma)
+    loss = generator_loss(target, g, residual_std)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    return loss.item()
+    return loss.detach()
 
 
-def descriptor_chain_start(cfg, x_obs, chains, generator):
+def descriptor_chain_start(cfg, x_obs, chains, rng):
     """Initial states for Algorithm D: reference noise, the persistent chains, or the data."""
     m, shape = cfg.num_chains, x_obs.shape[1:]
     if cfg.des_init == "data":
-        idx = torch.randint(len(x_obs), (m,), generator=generator, device=x_obs.device)
+        idx = torch.randint(len(x_obs), (m,), generator=rng, device=x_obs.device)
         return x_obs[idx]
     if cfg.des_init == "persistent" and chains is not None:
         return chains
-    return cfg.des_refsig * randn((m, *shape), generator, x_obs.device)
+    return cfg.ref_std * randn((m, *shape), rng, x_obs.device)
 
 
-def descriptor_step(des, opt_des, x_obs, x_init, cfg, generator=None):
-    """Algorithm D. Returns (x̃, stats)."""
-    amp = _amp(cfg, x_obs.device)
+def descriptor_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> StepResult:
+    """Algorithm D. ``state["chains"]``: the persistent chains (des_init persistent)."""
+    amp = _amp(cfg, batch.x.device)
+    x_init = descriptor_chain_start(cfg, batch.x, state.get("chains"), rng)
     # D1: l_D Langevin steps of the descriptor from x_init.
-    x_syn = langevin(descriptor_log_prob(unwrap(des), cfg.des_refsig, amp), x_init, cfg.des_steps,
-                     cfg.des_step_size, cfg.des_noise, generator)
+    x_syn = _revise(nets.des, x_init, cfg, amp, rng)
     # D2: θ ← θ + lr · (mean ∂f(x_i)/∂θ − mean ∂f(x̃_j)/∂θ).
-    stats = _update_descriptor(des, opt_des, x_obs, x_syn, amp)
-    stats["langevin_move"] = (x_syn - x_init).flatten(1).pow(2).mean(1).sqrt().mean().item()
-    return x_syn, stats
+    stats = _update_descriptor(nets.des, nets.opt_des, batch.x, x_syn, amp)
+    stats["langevin_move"] = _rms_move(x_syn, x_init)
+    state = {**state, "chains": x_syn if cfg.des_init == "persistent" else None}
+    return StepResult(stats, state, {"x_syn": x_syn})
 
 
-def abp_step(gen, opt_gen, x_obs, z, cfg, generator=None):
-    """Algorithm G (alternating back-propagation). ``z`` holds each example's previous latent
-    (warm start). Returns (z̃, stats)."""
-    amp = _amp(cfg, x_obs.device)
+def abp_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> StepResult:
+    """Algorithm G (alternating back-propagation). ``state["latents"]`` holds one latent per
+    training example (warm starts), updated in place at ``batch.index``."""
+    amp = _amp(cfg, batch.x.device)
+    latents = state["latents"]
+    z = latents[batch.index].to(batch.x.device)
     # G1: l_G Langevin steps of z under the posterior p(z | x; α), warm-started.
-    z = _infer_z(gen, x_obs, z, cfg, amp, generator)
+    z = _infer_z(nets.gen, batch.x, z, cfg, amp, rng)
     # G2: α ← α − lr · ∂/∂α mean ||x_i − g(z_i)||² / (2σ²).
     with amp():
-        g = gen(z)
-    loss = _update_generator(opt_gen, x_obs, g, cfg.gen_refsig)
-    return z, {"gen_loss": loss, "z_norm": z.flatten(1).norm(dim=1).mean().item()}
+        g = nets.gen(z)
+    loss = _update_generator(nets.opt_gen, batch.x, g, cfg.residual_std)
+    latents[batch.index] = z.to(latents.device)
+    stats = {"gen_loss": loss, "z_norm": z.flatten(1).norm(dim=1).mean()}
+    return StepResult(stats, state, {"z": z, "x_fit": g.detach().float()})
 
 
-def coop_step(des, gen, opt_des, opt_gen, x_obs, cfg, latent_shape, generator=None):
-    """CoopNets (MCMC teaching). Returns (stats, x̂ generated, x̃ revised)."""
-    amp = _amp(cfg, x_obs.device)
-    reuse = cfg.gen_steps == 0
+def coop_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> StepResult:
+    """CoopNets (MCMC teaching); carries no state between steps."""
+    x_obs, amp, reuse = batch.x, _amp(cfg, batch.x.device), cfg.gen_steps == 0
     # G0: ẑ ~ N(0, I), x̂ = g(ẑ). With l_G = 0 the graph is kept so that G2 reuses it.
-    z = randn((cfg.num_chains, *latent_shape), generator, x_obs.device)
+    z = randn((cfg.num_chains, *nets.latent_shape), rng, x_obs.device)
     with amp(), torch.set_grad_enabled(reuse):
-        x_gen = (gen if reuse else unwrap(gen))(z)
+        x_gen = (nets.gen if reuse else unwrap(nets.gen))(z)
     # D1: l_D Langevin steps of the descriptor starting from x̂ -> revised x̃.
-    x_rev = langevin(descriptor_log_prob(unwrap(des), cfg.des_refsig, amp), x_gen.float(),
-                     cfg.des_steps, cfg.des_step_size, cfg.des_noise, generator)
+    x_rev = _revise(nets.des, x_gen.float(), cfg, amp, rng)
     # G1 (optional): l_G Langevin steps of z towards x̃ -> z̃ (else z̃ = ẑ, known).
     if not reuse:
-        z = _infer_z(gen, x_rev, z, cfg, amp, generator)
+        z = _infer_z(nets.gen, x_rev, z, cfg, amp, rng)
     # D2: update θ with observed {x_i} against revised {x̃_j}.
-    stats = _update_descriptor(des, opt_des, x_obs, x_rev, amp)
+    stats = _update_descriptor(nets.des, nets.opt_des, x_obs, x_rev, amp)
     # G2: update α to reproduce x̃ from z̃ (reusing the G0 forward pass when z̃ = ẑ).
     if reuse:
         x_fit = x_gen
     else:
         with amp():
-            x_fit = gen(z)
-    stats["gen_loss"] = _update_generator(opt_gen, x_rev, x_fit, cfg.gen_refsig)
-    stats["langevin_move"] = (x_rev - x_gen.detach().float()).flatten(1).pow(2).mean(1).sqrt().mean().item()
-    return stats, x_gen.detach().float(), x_rev
+            x_fit = nets.gen(z)
+    stats["gen_loss"] = _update_generator(nets.opt_gen, x_rev, x_fit, cfg.residual_std)
+    x_gen = x_gen.detach().float()
+    stats["langevin_move"] = _rms_move(x_rev, x_gen)
+    return StepResult(stats, state, {"x_gen": x_gen, "x_rev": x_rev})
+
+
+STEPS = {"coop": coop_step, "descriptor": descriptor_step, "abp": abp_step}

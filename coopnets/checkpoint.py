@@ -1,9 +1,12 @@
-"""Checkpoints: one plain dict, written atomically (temp file + rename).
+"""Checkpoints: one plain dict, written atomically (temp file + rename), read back on the CPU.
 
-    {"config": dict, "step": int, "descriptor": state_dict, "generator": state_dict,
-     "opt_des": ..., "opt_gen": ..., "rng": {...}, "state": {persistent tensors}}
+    {"config": dict, "step": int, "arch_version": int, "channels": int, "image_size": int,
+     "descriptor": state_dict, "generator": state_dict, "opt_des": ..., "opt_gen": ...,
+     "rng": [ByteTensor per process], "rng_device": "cpu" | "cuda", "state": {tensors}}
 
-``latest.pt`` in a run folder is what resuming and sampling read.
+``latest.pt`` in a run folder is what resuming and sampling read. Every tensor is loaded on
+the CPU (RNG states must stay there); callers move networks and state to their device, which
+is what lets a run saved on a GPU resume or sample on a CPU and the reverse.
 """
 from __future__ import annotations
 
@@ -13,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from .config import Config
+from .config import Config, config_from_dict
 from .errors import UserError
-from .nets import ARCH_VERSION, build_descriptor, build_generator
+from .models import ARCH_VERSION, build_nets
 
 LATEST = "latest.pt"
 
@@ -43,10 +46,11 @@ def find_checkpoint(run_or_ckpt) -> Path:
     return p
 
 
-def load_checkpoint(run_or_ckpt, map_location="cpu") -> dict:
+def load_checkpoint(run_or_ckpt) -> dict:
+    """The checkpoint dict of a run folder or file, every tensor on the CPU."""
     path = find_checkpoint(run_or_ckpt)
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # a truncated or foreign file
         raise UserError(f"cannot read checkpoint {path}: {e}") from None
     if not isinstance(ckpt, dict) or "config" not in ckpt or "generator" not in ckpt:
@@ -58,17 +62,10 @@ def load_checkpoint(run_or_ckpt, map_location="cpu") -> dict:
     return ckpt
 
 
-def build_nets(cfg: Config, channels: int):
-    """The descriptor and generator that ``cfg`` describes, freshly initialised."""
-    des = build_descriptor(cfg.des_net, channels, cfg.des_width)
-    gen = build_generator(cfg.gen_net, channels, cfg.gen_width, cfg.z_dim, cfg.gen_norm)
-    return des, gen
-
-
 def load_run(run_or_ckpt, device="cpu"):
     """(config, descriptor, generator, checkpoint dict) of a trained run, nets in eval mode."""
     ckpt = load_checkpoint(run_or_ckpt)
-    cfg = Config(**ckpt["config"])
+    cfg = config_from_dict(ckpt["config"])
     des, gen = build_nets(cfg, ckpt["channels"])
     des.load_state_dict(ckpt["descriptor"])
     gen.load_state_dict(ckpt["generator"])

@@ -16,14 +16,13 @@ an image does not depend on the batch it is completed in.
 """
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import torch
 
 from .errors import UserError
-from .langevin import ExampleRNG, descriptor_log_prob, generator_log_posterior, langevin
+from .langevin import generator_log_posterior, langevin, revise
+from .seeding import REFINEMENT, RESTART, ExampleRNG, sub_seed
 
 from .metrics.image_quality import psnr as _psnr
 from .metrics.image_quality import recovery_error as _recovery_error
@@ -54,7 +53,7 @@ def visible_residual(generator, x: torch.Tensor, z: torch.Tensor, mask: torch.Te
     return r.flatten(1).pow(2).sum(1) / visible
 
 
-def posterior_curvature(generator, z: torch.Tensor, mask: torch.Tensor, sigma: float,
+def posterior_curvature(generator, z: torch.Tensor, mask: torch.Tensor, residual_std: float,
                         iters: int = 10) -> torch.Tensor:
     """Largest eigenvalue of H = Jᵀ M J / σ² + I at z, per example (B,): the Gauss-Newton
     curvature of −log p(z | x), J = ∂g/∂z. Power iteration started from z itself; J v comes
@@ -71,13 +70,13 @@ def posterior_curvature(generator, z: torch.Tensor, mask: torch.Tensor, sigma: f
     for _ in range(iters):
         (jv,) = torch.autograd.grad(jt_u, u, v, retain_graph=True)  # J v
         (jtmjv,) = torch.autograd.grad(out, z, jv * mask, retain_graph=True)  # Jᵀ M J v (M² = M)
-        w = jtmjv / (sigma * sigma) + v
+        w = jtmjv / (residual_std * residual_std) + v
         lam = (w * v).flatten(1).sum(1)  # Rayleigh quotient (v is a unit vector)
         v = unit(w)
     return lam.detach()
 
 
-def infer_latent(generator, x: torch.Tensor, mask: torch.Tensor, *, sigma: float, steps: int,
+def infer_latent(generator, x: torch.Tensor, mask: torch.Tensor, *, residual_std: float, steps: int,
                  step_size: float, restarts: int, seed: int, latent_shape: tuple,
                  noise: bool = True, indices=None,
                  adapt_step: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,15 +94,15 @@ def infer_latent(generator, x: torch.Tensor, mask: torch.Tensor, *, sigma: float
         raise UserError(f"--restarts must be >= 1 and --steps >= 0, got {restarts} and {steps}")
     indices = list(range(len(x))) if indices is None else list(indices)
     mask = mask.to(x.device, x.dtype).expand(len(x), 1, *x.shape[-2:])
-    log_post = generator_log_posterior(generator, x, sigma, mask)
+    log_post = generator_log_posterior(generator, x, residual_std, mask)
     row = (-1, *[1] * len(latent_shape))
     best_z, best_r = None, None
     for r in range(restarts):
-        rng = ExampleRNG(seed * 10_007 + r, indices, x.device)  # restart r of image i: its own stream
+        rng = ExampleRNG(sub_seed(seed, r, RESTART), indices, x.device)  # restart r: its own streams
         z = rng.randn((len(x), *latent_shape))
         s = torch.ones(len(x), device=x.device)
         if adapt_step and steps > 0:
-            lam = posterior_curvature(generator, z, mask, sigma)
+            lam = posterior_curvature(generator, z, mask, residual_std)
             s = (torch.sqrt(2.0 / lam) / step_size).clamp(max=1.0)
         s = s.view(row)
         u = langevin(lambda u: log_post(u * s), z / s, steps, step_size, noise, rng)
@@ -118,24 +117,23 @@ def infer_latent(generator, x: torch.Tensor, mask: torch.Tensor, *, sigma: float
     return best_z, best_r
 
 
-def refine_occluded(descriptor, x: torch.Tensor, mask: torch.Tensor, *, steps: int, refsig: float,
+def refine_occluded(descriptor, x: torch.Tensor, mask: torch.Tensor, *, steps: int, ref_std: float,
                     step_size: float, seed: int, indices=None) -> torch.Tensor:
     """Descriptor Langevin (step D1) on the occluded pixels only: after every step the visible
     pixels are set back to their observed values."""
     indices = list(range(len(x))) if indices is None else list(indices)
     visible = mask.expand_as(x) > 0.5
-    rng = ExampleRNG(seed * 10_007 + 5_003, indices, x.device)
-    log_prob = descriptor_log_prob(descriptor, refsig)
+    rng = ExampleRNG(sub_seed(seed, REFINEMENT, RESTART), indices, x.device)
     y = x
     for _ in range(steps):
-        y = langevin(log_prob, y, 1, step_size, True, rng)
+        y = revise(descriptor, y, ref_std=ref_std, steps=1, step_size=step_size, rng=rng)
         y = torch.where(visible, x, y)
     return y
 
 
-def complete(descriptor, generator, x: torch.Tensor, mask: torch.Tensor, *, sigma: float,
+def complete(descriptor, generator, x: torch.Tensor, mask: torch.Tensor, *, residual_std: float,
              steps: int, step_size: float, restarts: int, seed: int, refine_steps: int = 0,
-             refsig: float, des_step_size: float, latent_shape: tuple, noise: bool = True,
+             ref_std: float, des_step_size: float, latent_shape: tuple, noise: bool = True,
              indices=None, adapt_step: bool = True
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Complete occluded images x (B, C, H, W) in [-1, 1]; ``mask`` (1 = visible) broadcasts to
@@ -149,47 +147,22 @@ def complete(descriptor, generator, x: torch.Tensor, mask: torch.Tensor, *, sigm
     Returns (x_completed, z, visible-pixel residuals (B,)).
     """
     mask = mask.to(x.device, x.dtype).expand(len(x), 1, *x.shape[-2:])
-    z, residuals = infer_latent(generator, x, mask, sigma=sigma, steps=steps, step_size=step_size,
+    z, residuals = infer_latent(generator, x, mask, residual_std=residual_std, steps=steps,
+                                step_size=step_size,
                                 restarts=restarts, seed=seed, latent_shape=latent_shape,
                                 noise=noise, indices=indices, adapt_step=adapt_step)
     visible = mask.expand_as(x) > 0.5
     with torch.no_grad():
         y = torch.where(visible, x, generator(z).float())
     if refine_steps > 0:
-        y = refine_occluded(descriptor, y, mask, steps=refine_steps, refsig=refsig,
+        y = refine_occluded(descriptor, y, mask, steps=refine_steps, ref_std=ref_std,
                             step_size=des_step_size, seed=seed, indices=indices)
     return torch.where(visible, x, y).detach(), z, residuals
 
 
-# ---- command line --------------------------------------------------------------------------
-def add_arguments(p) -> None:
-    from .masks import MASK_HELP
-    p.description = ("Complete occluded images with a trained run (Exp 6): infer z from the "
-                     "visible pixels, fill the rest with g(z). Writes original.png, "
-                     "occluded.png, recovered.png and metrics.json.")
-    p.add_argument("run", help="run folder or checkpoint file")
-    p.add_argument("--input", required=True, help="images: folder, zip, .npz/.npy or one image file")
-    p.add_argument("--mask", required=True, help=MASK_HELP)
-    p.add_argument("--out", default=None, help="output folder (default RUN/completion-MASK)")
-    p.add_argument("--num", type=int, default=0, help="complete the first N images (0: all)")
-    p.add_argument("--steps", type=int, default=300, help="Langevin steps of z per restart")
-    p.add_argument("--restarts", type=int, default=4, help="random starts of z; best fit kept")
-    p.add_argument("--refine-steps", type=int, default=0,
-                   help="descriptor Langevin steps on the occluded pixels afterwards")
-    p.add_argument("--step-size", type=float, default=None, help="δ for z (default: the run's)")
-    p.add_argument("--sigma", type=float, default=None, help="σ of the residual (default: the run's)")
-    p.add_argument("--no-noise", action="store_true", help="gradient ascent instead of Langevin")
-    p.add_argument("--fixed-step", action="store_true",
-                   help="use --step-size as is (default: capped per image by the curvature)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the masks and the inference")
-    p.add_argument("--center-crop", action="store_true", help="centre-crop inputs before resizing")
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--device", default="auto")
-
-
 def complete_images(des, gen, cfg, images: torch.Tensor, masks: torch.Tensor, *, steps: int,
                     restarts: int, refine_steps: int, seed: int, step_size: float | None = None,
-                    sigma: float | None = None, noise: bool = True, adapt_step: bool = True,
+                    residual_std: float | None = None, noise: bool = True, adapt_step: bool = True,
                     batch_size: int = 100, device="cpu") -> dict:
     """Complete uint8 images (N, C, H, W) under masks (N, 1, H, W) in batches; returns a dict of
     float tensors in [-1, 1] (original, occluded, recovered) and per-image metrics."""
@@ -200,9 +173,9 @@ def complete_images(des, gen, cfg, images: torch.Tensor, masks: torch.Tensor, *,
     for lo in range(0, len(x_all), batch_size):
         idx = list(range(lo, min(lo + batch_size, len(x_all))))
         y, _, _ = complete(des, gen, x_all[idx].to(device), masks[idx].to(device),
-                           sigma=sigma or cfg.gen_refsig, steps=steps,
+                           residual_std=residual_std or cfg.residual_std, steps=steps,
                            step_size=step_size or cfg.gen_step_size, restarts=restarts, seed=seed,
-                           refine_steps=refine_steps, refsig=cfg.des_refsig,
+                           refine_steps=refine_steps, ref_std=cfg.ref_std,
                            des_step_size=cfg.des_step_size, latent_shape=latent_shape,
                            noise=noise, indices=idx, adapt_step=adapt_step)
         out.append(y.cpu())
@@ -228,42 +201,3 @@ def format_table(error: torch.Tensor, psnr: torch.Tensor, names=None) -> str:
 def _finite(t: torch.Tensor) -> list:
     """Values for JSON: NaN/inf (nothing occluded, identical images) become null."""
     return [v if math.isfinite(v) else None for v in t.tolist()]
-
-
-def run(args) -> int:
-    from .checkpoint import find_checkpoint, load_run
-    from .data import load_images
-    from .distributed import pick_device
-    from .images import save_grid
-    from .masks import parse_mask
-    if args.num < 0 or args.batch_size <= 0:
-        raise UserError("--num must be >= 0 and --batch-size positive")
-    device = pick_device(args.device)
-    cfg, des, gen, ckpt = load_run(args.run, device)
-    size, channels = ckpt["image_size"], ckpt["channels"]
-    images = load_images(args.input, image_size=size, center_crop=args.center_crop,
-                         channels=channels)  # (N, C, size, size) uint8
-    if args.num:
-        if args.num > len(images):
-            raise UserError(f"--num {args.num} but {args.input} holds {len(images)} images")
-        images = images[: args.num]
-    masks = parse_mask(args.mask, size, len(images), args.seed)  # (N, 1, H, W)
-    res = complete_images(des, gen, cfg, images, masks, steps=args.steps, restarts=args.restarts,
-                          refine_steps=args.refine_steps, seed=args.seed,
-                          step_size=args.step_size, sigma=args.sigma, noise=not args.no_noise,
-                          adapt_step=not args.fixed_step, batch_size=args.batch_size,
-                          device=device)
-    name = Path(args.mask).stem if Path(args.mask).is_file() else args.mask.lower()
-    tag = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-    out = Path(args.out) if args.out else find_checkpoint(args.run).parent / f"completion-{tag}"
-    for name in ("original", "occluded", "recovered"):
-        save_grid(res[name], out / f"{name}.png")
-    table = format_table(res["error"], res["psnr"])
-    (out / "metrics.json").write_text(json.dumps({
-        "mask": args.mask, "seed": args.seed, "steps": args.steps, "restarts": args.restarts,
-        "refine_steps": args.refine_steps, "error": _finite(res["error"]),
-        "psnr": _finite(res["psnr"])}, indent=1) + "\n")
-    print(table)
-    print(f"recovery error = mean |x - x̂| over occluded pixels, PSNR over the whole image "
-          f"(pixels in [0, 1]); wrote original.png, occluded.png, recovered.png to {out}")
-    return 0

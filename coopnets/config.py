@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from .errors import UserError
@@ -36,7 +36,7 @@ class Config:
     # descriptor: Langevin on x (D1) and learning (D2) -----------------------------------------
     des_steps: int = 10  # l_D
     des_step_size: float = 0.002  # δ
-    des_refsig: float = 0.016  # s, std of the Gaussian reference q(x)
+    ref_std: float = 0.016  # s, std of the descriptor's Gaussian reference q(x) = N(0, s²I)
     des_noise: bool = True
     des_lr: float = 0.01
     des_beta1: float = 0.5
@@ -44,7 +44,7 @@ class Config:
     # generator: Langevin on z (G1) and learning (G2) --------------------------------------------
     gen_steps: int = 0  # l_G; 0 uses the generated latents as they are
     gen_step_size: float = 0.1
-    gen_refsig: float = 0.3  # σ, std of the generator's residual
+    residual_std: float = 0.3  # σ, std of the generator's residual x − g(z)
     gen_noise: bool = True
     gen_lr: float = 1e-4
     gen_beta1: float = 0.5
@@ -84,7 +84,7 @@ class Config:
         for name in ("des_steps", "gen_steps", "image_size", "crop_size", "sample_every",
                      "ckpt_every", "snapshot_every"):
             need(getattr(self, name) >= 0, f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
-        for name in ("des_step_size", "des_refsig", "gen_step_size", "gen_refsig", "des_lr", "gen_lr"):
+        for name in ("des_step_size", "ref_std", "gen_step_size", "residual_std", "des_lr", "gen_lr"):
             need(getattr(self, name) > 0, f"--{_flag(name)} must be positive, got {getattr(self, name)}")
         need(0 < self.lr_final <= 1, f"--lr-final must be in (0, 1], got {self.lr_final}")
         for name in ("des_beta1", "gen_beta1"):
@@ -102,7 +102,7 @@ PRESETS: dict[str, dict] = {
     # Exp 1, Fig. 1: stationary CoopNets on one texture image; synthesizes any size.
     "texture": dict(data_kind="texture", image_size=224, des_net="texture", gen_net="texture",
                     des_width=64, gen_width=64, z_dim=64, batch_size=1, num_chains=6,
-                    des_steps=30, des_step_size=0.01, des_refsig=1.0, gen_lr=3e-4,
+                    des_steps=30, des_step_size=0.01, ref_std=1.0, gen_lr=3e-4,
                     des_lr=0.002, steps=3000, grid_size=6, sample_every=100),
     # The demo: Exp 1 at laptop scale, about two minutes on 2 CPU cores. Tuned for speed: a
     # weaker reference (s = 0.16) with a larger step keeps δ/s as in the paper's code while
@@ -110,7 +110,7 @@ PRESETS: dict[str, dict] = {
     "texture-cpu": dict(data_kind="texture", image_size=128, crop_size=64, des_net="texture",
                         gen_net="texture", des_width=24, gen_width=24, z_dim=32, gen_norm="none",
                         batch_size=4, num_chains=16, des_steps=15, des_step_size=0.02,
-                        des_refsig=0.16, des_lr=0.003, gen_lr=0.002, lr_final=0.1, steps=500,
+                        ref_std=0.16, des_lr=0.003, gen_lr=0.002, lr_final=0.1, steps=500,
                         grid_size=9,
                         **_CPU),
     # Exp 2, Fig. 2-3: a few images of one object category, 64x64.
@@ -173,6 +173,26 @@ def parse_value(f: dataclasses.Field, text: str):
         raise UserError(f"--{_flag(f.name)} takes a {kind.__name__}, got {text!r}") from None
 
 
+# Fields renamed since runs were first saved: old config.json files and checkpoints still load.
+RENAMED = {"des_refsig": "ref_std", "gen_refsig": "residual_std"}
+
+
+def migrate(values: dict) -> dict:
+    """A saved or given config dict with old field names mapped to today's."""
+    return {RENAMED.get(k, k): v for k, v in values.items()}
+
+
+def config_from_dict(values: dict) -> Config:
+    """The Config of a saved dict (config.json, a checkpoint): old names mapped, fields that
+    did not exist yet take their defaults, unknown fields refused with one line."""
+    values = migrate(values)
+    unknown = set(values) - {f.name for f in fields(Config)}
+    if unknown:
+        raise UserError(f"unknown config field(s) {', '.join(sorted(unknown))}; was this saved by "
+                        "a newer coopnets?")
+    return Config(**values)
+
+
 def resolve(preset: str | None = None, config_file: str | None = None, **overrides) -> Config:
     """Defaults <- preset or saved config <- overrides (already typed), validated."""
     values: dict = {}
@@ -181,19 +201,15 @@ def resolve(preset: str | None = None, config_file: str | None = None, **overrid
         if not path.is_file():
             raise UserError(f"config file {path} does not exist")
         try:
-            values.update(json.loads(path.read_text()))
+            values.update(migrate(json.loads(path.read_text())))
         except json.JSONDecodeError as e:
             raise UserError(f"config file {path} is not valid JSON: {e}") from None
     if preset:
         if preset not in PRESETS:
             raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         values.update(PRESETS[preset], preset=preset)
-    values.update(overrides)
-    known = {f.name for f in fields(Config)}
-    unknown = set(values) - known
-    if unknown:
-        raise UserError(f"unknown config field(s) {', '.join(sorted(unknown))}")
-    return Config(**values).validate()
+    values.update(migrate(overrides))
+    return config_from_dict(values).validate()
 
 
 def save_config(cfg: Config, path: Path) -> None:
@@ -203,6 +219,6 @@ def save_config(cfg: Config, path: Path) -> None:
 def same_run(a: dict, b: dict) -> bool:
     """Whether two configs describe the same computation (so one resumes the other). A field
     missing from one (a run saved before the field existed) counts as its default value."""
-    defaults = dataclasses.asdict(Config())
+    a, b, defaults = migrate(a), migrate(b), dataclasses.asdict(Config())
     keys = (set(a) | set(b)) - RESUME_IGNORES
     return all(a.get(k, defaults.get(k)) == b.get(k, defaults.get(k)) for k in keys)

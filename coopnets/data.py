@@ -16,6 +16,7 @@ import gzip
 import io
 import zipfile
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ import torch
 
 from .errors import UserError
 from .images import read_image, resize, to_float
+from .seeding import CROP, generator, sub_seed
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
@@ -174,6 +176,11 @@ def load_images(path, kind: str = "auto", image_size: int = 0, center_crop: bool
     return torch.from_numpy(np.array(arr.transpose(0, 3, 1, 2), order="C"))  # owned, writable
 
 
+def asset(name: str) -> str:
+    """Path of a file bundled with coopnets (see coopnets/assets/LICENSE.md)."""
+    return str(resources.files("coopnets") / "assets" / name)
+
+
 @dataclass
 class Batches:
     """Deterministic batches of a uint8 data set: ``batch(step)`` is a pure function.
@@ -197,18 +204,18 @@ class Batches:
         n, b = len(self.images), self.batch_size
         if n >= b * world:  # epochs of n // (b * world) global batches, no repeats within one
             epoch, k = divmod(step, n // (b * world))
-            perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
+            perm = torch.randperm(n, generator=generator(sub_seed(self.seed, epoch)))
             start = (k * world + rank) * b
             return perm[start:start + b]
         # fewer examples than a global batch (e.g. one texture image): draw with replacement
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        g = generator(sub_seed(self.seed, step))
         return torch.randint(n, (b * world,), generator=g)[rank * b:(rank + 1) * b]
 
     def batch(self, step: int, rank: int = 0, world: int = 1) -> torch.Tensor:
         """Float batch in [-1, 1] for this step (and this rank's share of it)."""
         x = self.images[self.indices(step, rank, world)]
         if self.crop:
-            gc = torch.Generator().manual_seed(self.seed * 7_919 + step * world + rank)
+            gc = generator(sub_seed(self.seed, step * world + rank, CROP))
             h, w = x.shape[-2:]
             tops = torch.randint(h - self.crop + 1, (len(x),), generator=gc).tolist()
             lefts = torch.randint(w - self.crop + 1, (len(x),), generator=gc).tolist()

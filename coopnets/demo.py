@@ -8,32 +8,22 @@ Trains the ``texture-cpu`` preset (about two minutes on 2 CPU cores) and writes
 from __future__ import annotations
 
 import time
-from importlib import resources
 from pathlib import Path
 
 from .config import resolve
-from .data import load_images
+from .data import asset, load_images
 from .images import save_grid, to_float
 from .sampling import generate
 from .training import train
 
 
-def asset(name: str) -> str:
-    """Path of a file bundled with coopnets (see coopnets/assets/LICENSE.md)."""
-    return str(resources.files("coopnets") / "assets" / name)
-
-
-def add_arguments(p) -> None:
-    p.add_argument("--out", default="demo", help="folder for the pictures and the run (default demo/)")
-    p.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
-    p.add_argument("--data", default=None, help="another texture image instead of the bundled brick")
-
-
-def run(args) -> int:
+def run_demo(out="demo", steps: int | None = None, data=None) -> Path:
+    """Train texture-cpu on ``data`` (default the bundled brick) and write the three pictures
+    into ``out``; returns the run folder."""
     t0 = time.time()
-    out = Path(args.out)
-    data = args.data or asset("brick.png")
-    overrides = {"steps": args.steps} if args.steps else {}
+    out = Path(out)
+    data = data or asset("brick.png")
+    overrides = {"steps": steps} if steps is not None else {}
     cfg = resolve("texture-cpu", data=data, outdir=str(out / "runs"), **overrides)
     observed = load_images(data, "texture", cfg.image_size, cfg.center_crop, cfg.channels)
     save_grid(to_float(observed), out / "observed.png", nrow=1)
@@ -45,4 +35,4 @@ def run(args) -> int:
               out / "synthesized-2x.png", nrow=1)
     print(f"wrote {out}/observed.png, synthesized.png, synthesized-2x.png ({big}x{big}) "
           f"in {time.time() - t0:.0f} s; run folder {run_dir}")
-    return 0
+    return run_dir

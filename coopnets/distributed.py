@@ -11,10 +11,12 @@ import torch.distributed as dist
 def init(device_pref: str = "auto") -> torch.device:
     """Join the process group when launched by torchrun; return this process's device."""
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and device_pref != "cpu" else "gloo"
-        dist.init_process_group(backend)
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        if torch.cuda.is_available() and device_pref != "cpu":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(device)
+            dist.init_process_group("nccl", device_id=device)  # no guessing of the device id
+        else:
+            dist.init_process_group("gloo")
     return pick_device(device_pref)
 
 

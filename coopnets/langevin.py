@@ -1,10 +1,11 @@
-"""Langevin dynamics: one pure function, several log-densities.
+"""Langevin dynamics: one pure function, several log-densities, and the descriptor revision.
 
     x ← x + (δ²/2) ∇_x log p(x) + δ U,   U ~ N(0, I)
 
 With the descriptor's log-density log p(x) = f(x; θ) − ||x||²/(2s²) this is step D1 of the
-paper; with the generator's log posterior log p(z | x) = −||x − g(z)||²/(2σ²) − ||z||²/2 it is
-step G1 (and the inference step of alternating back-propagation).
+paper (s: ``ref_std``, the std of the Gaussian reference); with the generator's log posterior
+log p(z | x) = −||x − g(z)||²/(2σ²) − ||z||²/2 it is step G1 and the inference step of
+alternating back-propagation (σ: ``residual_std``, the std of the generator's residual).
 
 Gradients are taken with ``torch.autograd.grad`` with respect to the chain state only, so no
 parameter gradient is computed or accumulated.
@@ -16,26 +17,7 @@ from typing import Callable
 
 import torch
 
-
-class ExampleRNG:
-    """One torch.Generator per example, so example i draws the same numbers whatever batch it
-    sits in (per-example seeded sampling). Seeds are derived from (seed, index)."""
-
-    def __init__(self, seed: int, indices, device="cpu"):
-        self.device = torch.device(device)
-        self.gens = [torch.Generator().manual_seed(seed * 1_000_003 + int(i)) for i in indices]
-
-    def randn(self, shape) -> torch.Tensor:
-        """(len(indices), *shape[1:]) standard normals, row i from example i's generator."""
-        rows = [torch.randn(tuple(shape[1:]), generator=g) for g in self.gens]
-        return torch.stack(rows).to(self.device)
-
-
-def randn(shape, generator=None, device="cpu") -> torch.Tensor:
-    """Standard normals from a torch.Generator, an ExampleRNG, or the global RNG."""
-    if isinstance(generator, ExampleRNG):
-        return generator.randn(shape)
-    return torch.randn(shape, generator=generator, device=device)
+from .seeding import randn
 
 
 def langevin(log_prob: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, n_steps: int,
@@ -56,17 +38,19 @@ def langevin(log_prob: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, 
     return x
 
 
-def descriptor_log_prob(descriptor, refsig: float, autocast=None):
-    """log p(x; θ) + const = f(x; θ) − ||x||² / (2 s²), per example."""
+def descriptor_log_prob(descriptor, ref_std: float, autocast=None):
+    """log p(x; θ) + const = f(x; θ) − ||x||² / (2 s²), per example (s = ``ref_std``)."""
     def log_prob(x):
         with (autocast or nullcontext)():
             f = descriptor(x)
-        return f.float() - x.flatten(1).pow(2).sum(1) / (2.0 * refsig * refsig)
+        return f.float() - x.flatten(1).pow(2).sum(1) / (2.0 * ref_std * ref_std)
     return log_prob
 
 
-def generator_log_posterior(generator, x: torch.Tensor, sigma: float, mask=None, autocast=None):
-    """log p(z | x; α) + const = −||m ⊙ (x − g(z))||² / (2σ²) − ||z||² / 2, per example.
+def generator_log_posterior(generator, x: torch.Tensor, residual_std: float, mask=None,
+                            autocast=None):
+    """log p(z | x; α) + const = −||m ⊙ (x − g(z))||² / (2σ²) − ||z||² / 2, per example
+    (σ = ``residual_std``).
 
     ``mask`` (1 = observed pixel, broadcastable to x) restricts the fit to visible pixels,
     which is what pattern completion uses.
@@ -77,6 +61,14 @@ def generator_log_posterior(generator, x: torch.Tensor, sigma: float, mask=None,
         r = x - g.float()
         if mask is not None:
             r = r * mask
-        return -r.flatten(1).pow(2).sum(1) / (2.0 * sigma * sigma) - z.flatten(1).pow(2).sum(1) / 2.0
+        return (-r.flatten(1).pow(2).sum(1) / (2.0 * residual_std * residual_std)
+                - z.flatten(1).pow(2).sum(1) / 2.0)
     return log_prob
 
+
+def revise(descriptor, x: torch.Tensor, *, ref_std: float, steps: int, step_size: float,
+           noise: bool = True, rng=None, autocast=None) -> torch.Tensor:
+    """Descriptor revision (step D1): ``steps`` Langevin steps of x under p(x; θ). This is how
+    every part of coopnets turns generated (or reference) images into descriptor samples."""
+    return langevin(descriptor_log_prob(descriptor, ref_std, autocast), x, steps, step_size,
+                    noise, rng)

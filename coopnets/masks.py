@@ -20,6 +20,7 @@ import torch
 
 from .errors import UserError
 from .images import read_image
+from .seeding import generator, sub_seed
 
 NAMED_BLOCKS = {"m30": 0.3, "m40": 0.4, "m50": 0.5}
 MASK_HELP = "m30 | m40 | m50 | center | pixels:FRACTION | PATH to a mask image (white = visible)"
@@ -121,7 +122,7 @@ def parse_mask(spec: str, size, n: int, seed: int = 0) -> torch.Tensor:
     key = spec.strip().lower()
 
     def per_example(make):
-        gens = (torch.Generator().manual_seed(seed * 1_000_003 + i) for i in range(n))
+        gens = (generator(sub_seed(seed, i)) for i in range(n))
         return torch.stack([make(g) for g in gens])[:, None]
 
     if key in NAMED_BLOCKS:

@@ -13,7 +13,8 @@ from tqdm.auto import tqdm
 from .checkpoint import load_run
 from .distributed import pick_device
 from .errors import UserError
-from .langevin import ExampleRNG, descriptor_log_prob, langevin
+from .langevin import revise
+from .seeding import ExampleRNG
 
 MODES = ("gen", "revise", "des")
 
@@ -23,16 +24,17 @@ def _decode(gen, z):
     return gen(z).float()
 
 
-def sample_batch(des, gen, indices, *, mode, seed, latent_shape, image_shape, refsig,
+def sample_batch(des, gen, indices, *, mode, seed, latent_shape, image_shape, ref_std,
                  des_steps, des_step_size, des_noise=True, device="cpu") -> torch.Tensor:
     """Samples for the given example indices; nets in eval mode. Returns (B, C, H, W)."""
     rng = ExampleRNG(seed, indices, device)
     if mode in ("gen", "revise"):
         x = _decode(gen, rng.randn((len(indices), *latent_shape)))
     else:
-        x = refsig * rng.randn((len(indices), *image_shape))
+        x = ref_std * rng.randn((len(indices), *image_shape))
     if mode in ("revise", "des") and des_steps > 0:
-        x = langevin(descriptor_log_prob(des, refsig), x, des_steps, des_step_size, des_noise, rng)
+        x = revise(des, x, ref_std=ref_std, steps=des_steps, step_size=des_step_size,
+                   noise=des_noise, rng=rng)
     return x.detach()
 
 
@@ -51,7 +53,7 @@ def generate(run_or_ckpt, n: int, mode: str = "gen", seed: int = 0, batch_size: 
     dev = pick_device(device)
     cfg, des, gen, ckpt = load_run(run_or_ckpt, dev)
     size = size or ckpt["image_size"]
-    if size != ckpt["image_size"] and gen.spec.start:  # non-stationary nets have one size
+    if size != ckpt["image_size"] and not gen.stationary:  # non-stationary nets have one size
         raise UserError("--size applies to stationary (texture) runs only")
     latent_shape = gen.latent_shape(size)
     image_shape = (ckpt["channels"], size, size)
@@ -61,7 +63,7 @@ def generate(run_or_ckpt, n: int, mode: str = "gen", seed: int = 0, batch_size: 
     for lo in range(start, start + n, batch_size):
         idx = list(range(lo, min(lo + batch_size, start + n)))
         out.append(sample_batch(des, gen, idx, mode=mode, seed=seed, latent_shape=latent_shape,
-                                image_shape=image_shape, refsig=cfg.des_refsig, des_steps=steps,
+                                image_shape=image_shape, ref_std=cfg.ref_std, des_steps=steps,
                                 des_step_size=cfg.des_step_size, des_noise=cfg.des_noise,
                                 device=dev).cpu())
         bar.update(len(idx))

@@ -27,18 +27,35 @@ def _threads():
     yield
 
 
-@pytest.fixture
-def digits_npz(tmp_path) -> Path:
+def write_digits(path: Path) -> Path:
     """32 random 28x28 greyscale images in an MNIST-like .npz."""
     rng = np.random.default_rng(0)
-    path = tmp_path / "digits.npz"
     np.savez(path, x_train=rng.integers(0, 256, (32, 28, 28), dtype=np.uint8),
              x_test=rng.integers(0, 256, (8, 28, 28), dtype=np.uint8))
     return path
 
 
 @pytest.fixture
-def smoke_run(tmp_path, digits_npz) -> Path:
+def digits_npz(tmp_path) -> Path:
+    return write_digits(tmp_path / "digits.npz")
+
+
+@pytest.fixture(scope="session")
+def smoke_data(tmp_path_factory) -> Path:
+    """The digits of the shared smoke run (read-only for tests)."""
+    return write_digits(tmp_path_factory.mktemp("smoke") / "digits.npz")
+
+
+@pytest.fixture(scope="session")
+def smoke_run(smoke_data) -> Path:
+    """One 2-step smoke run trained once for the whole session; tests only read it (anything
+    they write goes to their own tmp_path)."""
     from coopnets.config import resolve
     from coopnets.training import train
-    return train(resolve("smoke", data=str(digits_npz), outdir=str(tmp_path / "runs"), progress=False))
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train(resolve("smoke", data=str(smoke_data), outdir=str(smoke_data.parent / "runs"),
+                             progress=False))
+    finally:
+        torch.set_num_threads(n)

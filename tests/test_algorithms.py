@@ -2,16 +2,16 @@
 import pytest
 import torch
 
-from coopnets.algorithms import (abp_step, coop_step, descriptor_chain_start, descriptor_loss,
-                                 descriptor_step)
+from coopnets.algorithms import (Batch, Nets, abp_step, coop_step, descriptor_loss,
+                                 descriptor_step, floats)
 from coopnets.config import resolve
-from coopnets.nets import DESCRIPTORS, GENERATORS, build_descriptor, build_generator
+from coopnets.models import DESCRIPTORS, GENERATORS, build_descriptor, build_generator
 
 
 def tiny_cfg(**kw):
     base = dict(des_net="mnist", gen_net="mnist", des_width=4, gen_width=4, z_dim=8,
                 batch_size=6, num_chains=6, des_steps=3, gen_steps=2, des_step_size=0.01,
-                des_refsig=1.0, des_lr=1e-3, gen_lr=1e-3)
+                ref_std=1.0, des_lr=1e-3, gen_lr=1e-3)
     base.update(kw)
     return resolve(None, **base)
 
@@ -82,15 +82,12 @@ def run_steps(kind):
     des, gen = tiny_nets(cfg)
     g = torch.Generator().manual_seed(0)
     x_obs = torch.rand(6, 1, 28, 28, generator=g) * 2 - 1
-    if kind == "descriptor":
-        x0 = descriptor_chain_start(cfg, x_obs, None, g)
-        _, stats = descriptor_step(des, adam(des), x_obs, x0, cfg, g)
-    elif kind == "abp":
-        z0 = torch.randn(6, 8, generator=g)
-        _, stats = abp_step(gen, adam(gen), x_obs, z0, cfg, g)
-    else:
-        stats, _, _ = coop_step(des, gen, adam(des), adam(gen), x_obs, cfg, (8,), g)
-    return stats
+    nets = Nets(des, gen, adam(des), adam(gen), (8,))
+    state = {"chains": None, "latents": None}
+    if kind == "abp":
+        state["latents"] = torch.randn(6, 8, generator=g)
+    step = {"descriptor": descriptor_step, "abp": abp_step, "coop": coop_step}[kind]
+    return floats(step(nets, Batch(x_obs, torch.arange(6)), state, cfg, g).stats)
 
 
 @pytest.mark.parametrize("kind", sorted(GOLDEN))
@@ -107,8 +104,7 @@ def test_descriptor_update_raises_f_gap_on_the_same_samples():
     des, _ = tiny_nets(cfg)
     g = torch.Generator().manual_seed(0)
     x_obs = torch.rand(6, 1, 28, 28, generator=g) * 2 - 1
-    x0 = descriptor_chain_start(cfg, x_obs, None, g)
-    x_syn, _ = descriptor_step(des, adam(des), x_obs, x0, cfg, g)
+    x_syn = descriptor_step(Nets(des, opt_des=adam(des)), Batch(x_obs), {}, cfg, g).samples["x_syn"]
     before = -descriptor_loss(des(x_obs), des(x_syn)).item()
     opt = adam(des)
     loss = descriptor_loss(des(x_obs), des(x_syn))
@@ -147,7 +143,7 @@ class TinyD(torch.nn.Module):
 
 def test_coop_steps_learn_two_modes():
     torch.manual_seed(0)
-    cfg = tiny_cfg(num_chains=32, des_steps=10, gen_steps=0, des_step_size=0.05, des_refsig=1.0)
+    cfg = tiny_cfg(num_chains=32, des_steps=10, gen_steps=0, des_step_size=0.05, ref_std=1.0)
     des, gen = TinyD(), TinyG()
     opt_d = torch.optim.Adam(des.parameters(), 3e-3, betas=(0.5, 0.999))
     opt_g = torch.optim.Adam(gen.parameters(), 3e-3, betas=(0.5, 0.999))
@@ -162,7 +158,7 @@ def test_coop_steps_learn_two_modes():
     start = dist_to_data()
     gaps = []
     for _ in range(150):
-        stats, _, _ = coop_step(des, gen, opt_d, opt_g, two_modes(32, g), cfg, (2,), g)
-        gaps.append(stats["f_gap"])
+        stats = coop_step(Nets(des, gen, opt_d, opt_g, (2,)), Batch(two_modes(32, g)), {}, cfg, g).stats
+        gaps.append(float(stats["f_gap"]))
     assert dist_to_data() < 0.5 * start
     assert sum(gaps[:10]) / 10 > 0  # the descriptor tells data from the revised samples

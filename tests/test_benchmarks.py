@@ -78,14 +78,14 @@ def test_training_seconds_adds_the_logged_intervals(tmp_path):
 def test_a_diverged_run_is_reported_and_its_last_checkpoint_scored(digits_npz, tmp_path, capsys,
                                                                     monkeypatch):
     from coopnets import training as train_mod
-    real, calls = train_mod.coop_step, []
+    real, calls = train_mod.STEPS["coop"], []
 
     def nan_at_3(*a, **k):
-        stats, xg, xr = real(*a, **k)
+        r = real(*a, **k)
         calls.append(None)
-        return ({**stats, "f_gap": float("nan")} if len(calls) == 3 else stats), xg, xr
+        return r._replace(stats={**r.stats, "f_gap": float("nan")}) if len(calls) == 3 else r
 
-    monkeypatch.setattr(train_mod, "coop_step", nan_at_3)
+    monkeypatch.setitem(train_mod.STEPS, "coop", nan_at_3)
     out = tmp_path / "runs"
     assert bench_mnist.main(["--data", str(digits_npz), "--preset", "smoke", "--set", "subset=0:16",
                              "--valid-subset", "16:32", "--num-samples", "8", "--steps", "5",

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from coopnets.cli import main
+from coopnets.commands import main
 from coopnets.data import Batches, load_images
 from coopnets.errors import UserError
 

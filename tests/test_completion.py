@@ -14,11 +14,11 @@ from PIL import Image
 from torch import nn
 
 from coopnets import masks
-from coopnets.cli import main
+from coopnets.commands import main
 from coopnets.completion import (complete, infer_latent, posterior_curvature, psnr_per_image,
                                  recovery_error_per_image, refine_occluded)
 from coopnets.errors import UserError
-from coopnets.interpolation import interpolate
+from coopnets.interpolation import latent_path
 
 
 @pytest.fixture(autouse=True)
@@ -85,7 +85,7 @@ def test_gradient_inference_reaches_the_masked_least_squares_optimum():
     eta = 2.0 / (lam_min + lam_max)
     rho = (lam_max - lam_min) / (lam_max + lam_min)
     steps = 300
-    z, res = infer_latent(gen, x, mask, sigma=SIGMA, steps=steps, step_size=math.sqrt(2 * eta),
+    z, res = infer_latent(gen, x, mask, residual_std=SIGMA, steps=steps, step_size=math.sqrt(2 * eta),
                           restarts=2, seed=0, latent_shape=(D_LAT,), noise=False, adapt_step=False)
     z0 = torch.randn(D_LAT)  # a start of the same scale (|z0 − z*| is a few units)
     assert rho**steps * 10 * (z0.norm() + 5) < 1e-6  # the iteration error is negligible, so ...
@@ -105,7 +105,7 @@ def test_curvature_and_step_adaptation():
     assert torch.allclose(lam.double(), torch.stack([ev[-1] for _, ev in sol]), rtol=1e-3)
     # δ with δ²/2 = 3 / λmax diverges as a fixed step (|1 − 3| > 1) ...
     delta = math.sqrt(6.0 / float(lam.min()))
-    kw = dict(sigma=SIGMA, steps=300, step_size=delta, restarts=1, seed=0, latent_shape=(D_LAT,),
+    kw = dict(residual_std=SIGMA, steps=300, step_size=delta, restarts=1, seed=0, latent_shape=(D_LAT,),
               noise=False)
     z_fixed, _ = infer_latent(gen, x, mask, adapt_step=False, **kw)
     z_star = torch.stack([zs for zs, _ in sol])
@@ -121,7 +121,7 @@ def test_curvature_and_step_adaptation():
 
 def test_restarts_keep_the_best_fit_per_image():
     gen, x, mask = _linear_problem(seed=1, n=4)
-    kw = dict(sigma=SIGMA, steps=1, step_size=0.05, seed=3, latent_shape=(D_LAT,), noise=False)
+    kw = dict(residual_std=SIGMA, steps=1, step_size=0.05, seed=3, latent_shape=(D_LAT,), noise=False)
     _, r1 = infer_latent(gen, x, mask, restarts=1, **kw)
     _, r5 = infer_latent(gen, x, mask, restarts=5, **kw)
     assert (r5 <= r1).all() and (r5 < r1).any()
@@ -129,8 +129,8 @@ def test_restarts_keep_the_best_fit_per_image():
 
 def test_visible_pixels_unchanged_and_result_independent_of_batch():
     gen, x, mask = _linear_problem(seed=2, n=3)
-    kw = dict(sigma=SIGMA, steps=20, step_size=0.2, restarts=2, seed=7, refine_steps=3,
-              refsig=1.0, des_step_size=0.1, latent_shape=(D_LAT,))
+    kw = dict(residual_std=SIGMA, steps=20, step_size=0.2, restarts=2, seed=7, refine_steps=3,
+              ref_std=1.0, des_step_size=0.1, latent_shape=(D_LAT,))
     des = QuadraticDescriptor()
     y, z, _ = complete(des, gen, x, mask, **kw)
     visible = mask.expand_as(x) > 0.5
@@ -139,7 +139,7 @@ def test_visible_pixels_unchanged_and_result_independent_of_batch():
         g = gen(z)
     assert not torch.allclose(y[~visible], g[~visible])  # refinement moved them
     start = torch.where(visible, x, g)
-    clamped = refine_occluded(des, start, mask, steps=3, refsig=1.0, step_size=0.1, seed=7)
+    clamped = refine_occluded(des, start, mask, steps=3, ref_std=1.0, step_size=0.1, seed=7)
     assert torch.equal(clamped[visible], x[visible])  # clamped during the refinement itself
     for i in range(3):  # image i alone, named i, gives the same completion
         yi, zi, _ = complete(des, gen, x[i:i + 1], mask[i:i + 1], indices=[i], **kw)
@@ -148,8 +148,8 @@ def test_visible_pixels_unchanged_and_result_independent_of_batch():
 
 def test_empty_mask_returns_the_input():
     gen, x, _ = _linear_problem(seed=3)
-    y, _, _ = complete(QuadraticDescriptor(), gen, x, torch.ones(1, 1, *SHAPE[-2:]), sigma=SIGMA,
-                       steps=5, step_size=0.1, restarts=1, seed=0, refine_steps=2, refsig=1.0,
+    y, _, _ = complete(QuadraticDescriptor(), gen, x, torch.ones(1, 1, *SHAPE[-2:]), residual_std=SIGMA,
+                       steps=5, step_size=0.1, restarts=1, seed=0, refine_steps=2, ref_std=1.0,
                        des_step_size=0.1, latent_shape=(D_LAT,))
     assert torch.equal(y, x)
 
@@ -171,7 +171,7 @@ def test_metrics_definitions():
 def test_linear_interpolation_ends_and_midpoint():
     gen, _, _ = _linear_problem()
     z0, z1 = torch.randn(3, D_LAT), torch.randn(3, D_LAT)
-    path = interpolate(z0, z1, 5)
+    path = latent_path(z0, z1, 5)
     assert path.shape == (3, 5, D_LAT)
     assert torch.equal(path[:, 0], z0) and torch.equal(path[:, -1], z1)
     assert torch.allclose(path[:, 2], (z0 + z1) / 2, atol=1e-6)
@@ -183,25 +183,25 @@ def test_slerp_keeps_the_norm_and_ends():
     g = torch.Generator().manual_seed(0)
     z0, z1 = torch.randn(4, 8, 2, 2, generator=g), torch.randn(4, 8, 2, 2, generator=g)
     z1 = z1 * (z0.flatten(1).norm(dim=1) / z1.flatten(1).norm(dim=1)).view(-1, 1, 1, 1)
-    path = interpolate(z0, z1, 7, mode="slerp")
+    path = latent_path(z0, z1, 7, mode="slerp")
     assert torch.allclose(path[:, 0], z0) and torch.allclose(path[:, -1], z1)
     norms = path.flatten(2).norm(dim=2)  # (4, 7): constant along each row
     assert torch.allclose(norms, norms[:, :1].expand_as(norms), rtol=1e-5)
-    lin = interpolate(z0, z1, 7).flatten(2).norm(dim=2)
+    lin = latent_path(z0, z1, 7).flatten(2).norm(dim=2)
     assert (lin[:, 3] < norms[:, 3] - 1e-3).all()  # the chord dips inside the sphere, slerp does not
     # the angle to z0 grows in equal steps
     cos = torch.nn.functional.cosine_similarity(path.flatten(2).double(), z0.flatten(1)[:, None].double(), dim=2)
     ang = torch.arccos(cos.clamp(-1, 1))
     assert torch.allclose(ang.diff(dim=1), ang.diff(dim=1)[:, :1].expand(4, 6), atol=1e-5)
-    same = interpolate(z0, z0, 3, mode="slerp")  # ω = 0 falls back to the line
+    same = latent_path(z0, z0, 3, mode="slerp")  # ω = 0 falls back to the line
     assert torch.isfinite(same).all() and torch.allclose(same[:, 1], z0)
 
 
 def test_interpolation_rejects_bad_arguments():
     with pytest.raises(UserError):
-        interpolate(torch.zeros(2), torch.ones(2), 1)
+        latent_path(torch.zeros(2), torch.ones(2), 1)
     with pytest.raises(UserError):
-        interpolate(torch.zeros(2), torch.ones(2), 3, mode="cubic")
+        latent_path(torch.zeros(2), torch.ones(2), 3, mode="cubic")
 
 
 # ---- masks -----------------------------------------------------------------------------------
@@ -263,20 +263,9 @@ def test_bad_masks_give_clear_errors(tmp_path):
 
 
 # ---- command line on a tiny trained run ----------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    from coopnets.config import resolve
-    from coopnets.training import train
-    root = tmp_path_factory.mktemp("smoke")
-    data = root / "digits.npz"
-    np.savez(data, x_train=np.random.default_rng(0).integers(0, 256, (16, 28, 28), dtype=np.uint8))
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        run = train(resolve("smoke", data=str(data), outdir=str(root / "runs"), progress=False))
-    finally:
-        torch.set_num_threads(n)
-    return run, data
+@pytest.fixture
+def tiny_run(smoke_run, smoke_data):
+    return smoke_run, smoke_data
 
 
 def _png(path):

@@ -4,14 +4,16 @@ Each example draws its latent and Langevin noise from its own generator (Example
 global indices), the generator has no BatchNorm (which would couple a rank's examples), and DDP
 averages the ranks' gradients, so the updated parameters must agree to float tolerance.
 """
+import numpy as np
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from coopnets.algorithms import coop_step
+from coopnets.algorithms import Batch, Nets, coop_step
 from coopnets.config import resolve
-from coopnets.langevin import ExampleRNG
-from coopnets.nets import build_descriptor, build_generator
+from coopnets.seeding import ExampleRNG
+from coopnets.models import build_descriptor, build_generator
 
 M = 4  # chains (and observed examples) per rank
 
@@ -19,7 +21,7 @@ M = 4  # chains (and observed examples) per rank
 def setup():
     cfg = resolve(None, des_net="mnist", gen_net="mnist", des_width=4, gen_width=4, z_dim=8,
                   gen_norm="none", batch_size=M, num_chains=M, des_steps=3, gen_steps=0,
-                  des_step_size=0.01, des_refsig=1.0, des_lr=1e-3, gen_lr=1e-3)
+                  des_step_size=0.01, ref_std=1.0, des_lr=1e-3, gen_lr=1e-3)
     torch.manual_seed(0)
     des = build_descriptor("mnist", 1, 4)
     gen = build_generator("mnist", 1, 4, 8, "none")
@@ -30,32 +32,74 @@ def setup():
 def step(cfg, des, gen, x, indices):
     opt_d = torch.optim.Adam(des.parameters(), cfg.des_lr, betas=(0.5, 0.999))
     opt_g = torch.optim.Adam(gen.parameters(), cfg.gen_lr, betas=(0.5, 0.999))
-    coop_step(des, gen, opt_d, opt_g, x, cfg, (8,), ExampleRNG(0, indices))
+    coop_step(Nets(des, gen, opt_d, opt_g, (8,)), Batch(x), {}, cfg, ExampleRNG(0, indices))
 
 
-def worker(rank, store, out):
-    # a file store: no TCP port to race for
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
-    torch.set_num_threads(1)
+def step_part(rank, out):
     cfg, des, gen, x = setup()
     ddp_d = torch.nn.parallel.DistributedDataParallel(des)
     ddp_g = torch.nn.parallel.DistributedDataParallel(gen)
     cfg.num_chains = cfg.batch_size = M
     step(cfg, ddp_d, ddp_g, x[rank * M:(rank + 1) * M], range(rank * M, (rank + 1) * M))
     if rank == 0:
-        torch.save({"des": des.state_dict(), "gen": gen.state_dict()}, out)
+        torch.save({"des": des.state_dict(), "gen": gen.state_dict()}, f"{out}/ddp.pt")
+
+
+def train_part(rank, data, out):
+    """train() itself under the group: 4 steps straight, and 2 + 2 resumed."""
+    from coopnets.checkpoint import load_checkpoint
+    from coopnets.training import train
+
+    def cfg(outdir, steps):
+        return resolve("smoke", data=data, outdir=outdir, steps=steps, progress=False, device="cpu")
+
+    straight = train(cfg(f"{out}/a", 4))
+    first = train(cfg(f"{out}/b", 2))
+    again = train(cfg(f"{out}/b", 4))
+    if rank == 0:
+        torch.save({"same_folder": first == again, "straight": load_checkpoint(straight),
+                    "resumed": load_checkpoint(again)}, f"{out}/train.pt")
+
+
+def worker(rank, store, data, out):
+    # a file store: no TCP port to race for; one spawn serves both tests (start-up is the cost)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    step_part(rank, out)
+    dist.barrier()
+    train_part(rank, data, out)
     dist.barrier()  # neither rank tears gloo down while the other still talks to it
     dist.destroy_process_group()
 
 
-def test_two_process_ddp_step_matches_single_process(tmp_path):
-    out = tmp_path / "ddp.pt"
-    mp.spawn(worker, args=(str(tmp_path / "store"), str(out)), nprocs=2, join=True)
+@pytest.fixture(scope="module")
+def ddp_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp")
+    data = out / "digits.npz"
+    np.savez(data, x_train=np.random.default_rng(0).integers(0, 256, (32, 28, 28), dtype=np.uint8))
+    mp.spawn(worker, args=(str(out / "store"), str(data), str(out)), nprocs=2, join=True)
+    return out
+
+
+def test_two_process_ddp_step_matches_single_process(ddp_out):
     cfg, des, gen, x = setup()
     cfg.num_chains = cfg.batch_size = 2 * M
     step(cfg, des, gen, x, range(2 * M))
-    got = torch.load(out)
+    got = torch.load(ddp_out / "ddp.pt")
     for k, v in des.state_dict().items():
         torch.testing.assert_close(got["des"][k], v, rtol=1e-4, atol=1e-6)
     for k, v in gen.state_dict().items():
         torch.testing.assert_close(got["gen"][k], v, rtol=1e-4, atol=1e-6)
+
+
+def test_two_process_train_resumes_bit_exactly(ddp_out):
+    r = torch.load(ddp_out / "train.pt")
+    assert r["same_folder"]
+    a, b = r["straight"], r["resumed"]
+    assert a["step"] == b["step"] == 4 and len(a["rng"]) == 2  # one noise state per process
+    assert not torch.equal(a["rng"][0], a["rng"][1])  # the ranks draw different noise
+    for part in ("descriptor", "generator"):
+        for k, v in a[part].items():
+            assert torch.equal(v, b[part][k]), (part, k)
+    log = (next((ddp_out / "b").glob("0000*")) / "log.txt").read_text()
+    assert "2 process(es)" in log and "resumed at step 2" in log

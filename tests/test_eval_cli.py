@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from coopnets import evaluate
+from coopnets import evaluation as evaluate
+from coopnets.commands import evaluate as eval_command
 from coopnets.errors import UserError
 from coopnets.metrics import fid, kid, parzen_score, psnr, ssim
 from coopnets.metrics.mnist_classifier import DEFAULT_WEIGHTS, mnist_features
@@ -18,8 +19,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:.torch.jit.* is deprecated:Depre
 
 def eval_(*argv) -> int:
     p = argparse.ArgumentParser()
-    evaluate.add_arguments(p)
-    return evaluate.run(p.parse_args([str(a) for a in argv]))
+    eval_command.add_arguments(p)
+    return eval_command.run(p.parse_args([str(a) for a in argv]))
 
 
 def last_log(path) -> dict:
@@ -184,7 +185,17 @@ def test_bad_inputs_are_one_line_user_errors(tmp_path, images, capsys):
 
 
 def test_cli_registers_eval_and_exits_2_on_user_errors(tmp_path, images, capsys):
-    from coopnets import cli
+    from coopnets import commands as cli
     code = cli.main(["eval", str(tmp_path / "a.npz"), "--metric", "ssim", "--ref", str(tmp_path / "zzz.npz")])
     err = capsys.readouterr().err
     assert code == 2 and "does not exist" in err and len(err.strip().splitlines()) == 1
+
+
+def test_library_evaluate_without_the_cli(images):
+    """coopnets.evaluate is a plain call: arrays in, the same numbers as the metric functions."""
+    a, b = images
+    r = evaluate.evaluate(a[:, None], "psnr", ref=b[:, None])
+    assert r["value"] == pytest.approx(psnr(a[:, None], b[:, None])) and r["ref_count"] == 12
+    with pytest.raises(UserError, match="unknown metric 'fud'"):
+        evaluate.evaluate(a[:, None], "fud", ref=b[:, None])
+    assert eval_command.METRICS == evaluate.METRICS  # the CLI offers what the library computes

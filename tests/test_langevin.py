@@ -9,7 +9,8 @@ import math
 
 import torch
 
-from coopnets.langevin import ExampleRNG, descriptor_log_prob, generator_log_posterior, langevin
+from coopnets.seeding import ExampleRNG
+from coopnets.langevin import descriptor_log_prob, generator_log_posterior, langevin
 
 
 class Linear(torch.nn.Module):

@@ -166,8 +166,8 @@ def test_parzen_approaches_the_smoothed_gaussian_density():
     d, h = 2, 0.5
     samples, test = rng.normal(size=(20000, d)), rng.normal(size=(300, d))
     analytic = multivariate_normal(np.zeros(d), (1 + h**2) * np.eye(d)).logpdf(test)
-    few = np.abs(parzen_log_likelihood(samples[:200], test, h) - analytic).mean()
-    many = np.abs(parzen_log_likelihood(samples, test, h) - analytic).mean()
+    few = np.abs(parzen_log_likelihood(samples[:200], test, h, pixels=False) - analytic).mean()
+    many = np.abs(parzen_log_likelihood(samples, test, h, pixels=False) - analytic).mean()
     assert many < 0.03 and many < few
 
 
@@ -175,15 +175,32 @@ def test_bandwidth_selection_and_score():
     rng = np.random.default_rng(9)
     samples, val, test = rng.normal(size=(2000, 3)), rng.normal(size=(300, 3)), rng.normal(size=(200, 3))
     sigmas = [0.05, 0.3, 3.0]
-    best, scores = select_bandwidth(samples, val, sigmas, return_scores=True)
-    direct = [parzen_log_likelihood(samples, val, s).mean() for s in sigmas]
+    best, scores = select_bandwidth(samples, val, sigmas, return_scores=True, pixels=False)
+    direct = [parzen_log_likelihood(samples, val, s, pixels=False).mean() for s in sigmas]
     assert np.allclose(scores, direct) and best == 0.3  # tiny and huge kernels both fit worse
-    r = parzen_score(samples, val, test, sigmas)
-    ll = parzen_log_likelihood(samples, test, 0.3)
+    r = parzen_score(samples, val, test, sigmas, pixels=False)
+    ll = parzen_log_likelihood(samples, test, 0.3, pixels=False)
     assert r["sigma"] == 0.3 and r["mean"] == pytest.approx(ll.mean())
     assert r["std_error"] == pytest.approx(ll.std(ddof=1) / np.sqrt(200))
     with pytest.raises(UserError, match="same size"):
-        parzen_log_likelihood(samples, rng.normal(size=(3, 4)), 0.3)
+        parzen_log_likelihood(samples, rng.normal(size=(3, 4)), 0.3, pixels=False)
+    with pytest.raises(UserError, match=r"must lie in \[0, 1\]"):
+        parzen_score(samples, val, test, sigmas)  # as images, these vectors are out of range
+
+
+def test_metrics_refuse_network_range_floats():
+    """One pixel convention at the metric boundary: uint8 or [0, 1] floats. A [-1, 1] array used
+    to give a wrong but finite PSNR; now it is one clear error, and [0, 1] floats agree with uint8."""
+    from coopnets.metrics.pixels import unit_pixels
+    u8 = torch.randint(0, 256, (4, 1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    other = torch.randint(0, 256, (4, 1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    assert psnr(u8, other) == pytest.approx(psnr(u8.double() / 255, other.double() / 255))
+    for metric in (psnr, ssim):
+        with pytest.raises(UserError, match=r"\[-1, 1\].*to_unit"):
+            metric(u8.float() / 127.5 - 1, other.float() / 127.5 - 1)
+    assert psnr(u8.double(), other.double(), data_range=255) == pytest.approx(psnr(u8, other))
+    with pytest.raises(UserError, match=r"must lie in \[0, 1\], got values in \[0, 1.5\]"):
+        unit_pixels(torch.tensor([[0.0, 1.5]]))
 
 
 # ---------------------------------------------------------------- PSNR / SSIM / recovery
@@ -286,7 +303,7 @@ def test_inception_preprocess_convention():
     x = preprocess(u8)
     assert x.shape == (2, 3, 299, 299) and torch.equal(x[:, 0], x[:, 2])
     assert x.min() >= -1.0 and x.max() <= 127 / 128 + 1e-6
-    assert torch.allclose(preprocess(u8.float() / 127.5 - 1), x, atol=1e-4)  # [-1, 1] floats: same
+    assert torch.allclose(preprocess(u8.float() / 255), x, atol=1e-4)  # [0, 1] floats: same
     full = torch.full((1, 3, 299, 299), 128, dtype=torch.uint8)
     assert torch.equal(preprocess(full), torch.zeros(1, 3, 299, 299))  # (x - 128) / 128, no resize
 
@@ -297,6 +314,10 @@ def test_missing_inception_weights_say_where_to_put_them(tmp_path, monkeypatch):
         inception_path()
     with pytest.raises(UserError, match="--inception"):
         inception_path(tmp_path / "missing.pt")
+    monkeypatch.delenv("COOPNETS_INCEPTION")
+    monkeypatch.chdir(tmp_path)  # the installed package never looks beside a checkout
+    with pytest.raises(UserError, match="no Inception weights given.*downloads nothing"):
+        inception_path()
 
 
 @pytest.mark.slow
@@ -321,7 +342,9 @@ def test_shipped_mnist_classifier():
     x = torch.randint(0, 256, (20, 1, 28, 28), dtype=torch.uint8)
     f = mnist_features(x)
     assert f.shape == (20, 128) and np.isfinite(f).all()
-    assert np.allclose(mnist_features(x.float() / 127.5 - 1), f, atol=1e-5)  # [-1, 1] floats: same
+    assert np.allclose(mnist_features(x.float() / 255), f, atol=1e-5)  # [0, 1] floats: same
+    with pytest.raises(UserError, match=r"must lie in \[0, 1\].*to_unit"):
+        mnist_features(x.float() / 127.5 - 1)  # network-range floats are refused, not misread
     assert abs(mnist_fid(x, x)) < 1e-6
     big = torch.nn.functional.interpolate(x.float(), size=56, mode="nearest").to(torch.uint8)
     assert mnist_features(big.expand(-1, 3, -1, -1)).shape == (20, 128)  # RGB, other sizes: resized

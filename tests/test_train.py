@@ -72,13 +72,13 @@ def test_a_different_config_starts_a_new_numbered_run(tmp_path, digits_npz):
 
 def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path, digits_npz, monkeypatch):
     run = train(cfg_for(digits_npz, tmp_path, steps=2))
-    real = train_mod.coop_step
+    real = train_mod.STEPS["coop"]
 
     def nan_step(*a, **k):
-        stats, xg, xr = real(*a, **k)
-        return {**stats, "f_gap": float("nan")}, xg, xr
+        r = real(*a, **k)
+        return r._replace(stats={**r.stats, "f_gap": float("nan")})
 
-    monkeypatch.setattr(train_mod, "coop_step", nan_step)
+    monkeypatch.setitem(train_mod.STEPS, "coop", nan_step)
     with pytest.raises(TrainingDiverged, match=r"diverged at step 3 .*step 2"):
         train(cfg_for(digits_npz, tmp_path, steps=4))
     step, params = _params(run)
@@ -112,16 +112,16 @@ def test_move_watch_holds_back_during_a_spike_only():
 
 
 def test_a_blow_up_does_not_overwrite_the_last_healthy_checkpoint(tmp_path, digits_npz, monkeypatch):
-    real = train_mod.coop_step
+    real = train_mod.STEPS["coop"]
     moves = {7: 1.0, 8: 0.1, 9: 0.8, 10: float("nan")}  # a spike, a calm step, then the blow-up
     calls = []
 
     def step_with_moves(*a, **k):
-        stats, xg, xr = real(*a, **k)
+        r = real(*a, **k)
         calls.append(None)
-        return {**stats, "langevin_move": moves.get(len(calls), 0.1)}, xg, xr
+        return r._replace(stats={**r.stats, "langevin_move": moves.get(len(calls), 0.1)})
 
-    monkeypatch.setattr(train_mod, "coop_step", step_with_moves)
+    monkeypatch.setitem(train_mod.STEPS, "coop", step_with_moves)
     watch = train_mod.MoveWatch
     monkeypatch.setattr(train_mod, "MoveWatch", lambda: watch(window=6, factor=4.0))
     with pytest.raises(TrainingDiverged, match=r"diverged at step 10 .*step 8"):
@@ -130,3 +130,21 @@ def test_a_blow_up_does_not_overwrite_the_last_healthy_checkpoint(tmp_path, digi
     assert load_checkpoint(run)["step"] == 8  # 7 and 9 were held back, 8 was calm
     log = (run / "log.txt").read_text()
     assert "step 7: checkpoint held back" in log and "step 9: checkpoint held back" in log
+
+
+def test_runs_saved_with_the_old_field_names_still_load_and_resume(tmp_path, digits_npz):
+    """des_refsig/gen_refsig became ref_std (s) and residual_std (σ): an old config.json and an
+    old checkpoint still load, resume and sample."""
+    run = train(cfg_for(digits_npz, tmp_path, steps=2))
+    ckpt = load_checkpoint(run)
+    old = {("des_refsig" if k == "ref_std" else "gen_refsig" if k == "residual_std" else k): v
+           for k, v in ckpt["config"].items()}
+    assert "des_refsig" in old and "ref_std" not in old
+    ckpt["config"] = old
+    save_checkpoint(ckpt, run / LATEST)
+    (run / "config.json").write_text(json.dumps(old))
+    cfg, _, _, _ = load_run(run)
+    assert (cfg.ref_std, cfg.residual_std) == (old["des_refsig"], old["gen_refsig"])
+    assert train(cfg_for(digits_npz, tmp_path, steps=3)) == run  # the same run resumes
+    assert load_checkpoint(run)["step"] == 3
+    assert resolve(None, config_file=str(run / "config.json")).ref_std == old["des_refsig"]

@@ -1,9 +1,8 @@
 """Shared plumbing for feature-based metrics: pixel conventions, batched extraction, and a
 cache of reference statistics keyed by a hash of the source pixels.
 
-Pixel convention of every feature extractor here: ``images`` is a torch tensor or NumPy
-array (N, C, H, W), either uint8 in 0..255 or float in [-1, 1] (the project's network range,
-what ``coopnets.sampling.generate`` returns).
+Pixel convention of every feature extractor here (``coopnets.metrics.pixels``): ``images`` is a
+torch tensor or NumPy array (N, C, H, W), either uint8 in 0..255 or float in [0, 1].
 """
 from __future__ import annotations
 
@@ -19,12 +18,7 @@ from tqdm.auto import tqdm
 
 from ..errors import UserError
 from .fid import feature_stats, load_stats, save_stats
-
-
-def shared_data_dir() -> Path:
-    """``$COOPNETS_SHARED`` or ``<repo>/../shared/data`` (the data that sits beside a checkout)."""
-    env = os.environ.get("COOPNETS_SHARED")
-    return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
+from .pixels import unit_pixels
 
 
 def jit_load(path, device="cpu") -> torch.jit.ScriptModule:
@@ -35,7 +29,7 @@ def jit_load(path, device="cpu") -> torch.jit.ScriptModule:
 
 
 def as_image_batch(images, name: str = "images") -> torch.Tensor:
-    """(N, C, H, W) tensor, uint8 or float in [-1, 1], checked; floats become float32."""
+    """(N, C, H, W) tensor, uint8 as is or float32 in [0, 1], checked."""
     x = torch.from_numpy(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images
     if not isinstance(x, torch.Tensor):
         raise UserError(f"{name}: expected a tensor or array (N, C, H, W), got {type(images).__name__}")
@@ -43,19 +37,14 @@ def as_image_batch(images, name: str = "images") -> torch.Tensor:
         raise UserError(f"{name}: expected a batch (N, C, H, W) with C = 1 or 3, got shape {tuple(x.shape)}")
     if x.dtype == torch.uint8:
         return x
-    if not x.is_floating_point():
-        raise UserError(f"{name}: expected uint8 pixels or floats in [-1, 1], got {x.dtype}")
-    x = x.float()
-    if not torch.isfinite(x).all():
-        raise UserError(f"{name}: contains NaN or inf")
-    return x
+    return unit_pixels(x, name, dtype=torch.float32)
 
 
 def pixels_255(x: torch.Tensor) -> torch.Tensor:
-    """uint8 0..255 -> float 0..255; float in [-1, 1] -> float 0..255 (clipped), float32."""
+    """uint8 0..255 or float in [0, 1] (as ``as_image_batch`` returns) -> float32 0..255."""
     if x.dtype == torch.uint8:
         return x.float()
-    return ((x.float() + 1.0) * 127.5).clamp_(0.0, 255.0)
+    return x.float() * 255.0
 
 
 def run_batched(fn: Callable[[torch.Tensor], torch.Tensor], images, batch_size: int = 50,

@@ -5,8 +5,8 @@ Layouts (NumPy arrays or torch tensors):
   (N, C, H, W)  a batch (C = 1 or 3)
   (H, W, C)     one image, channels last
   (H, W)        one greyscale image
-Pixels are floats in [0, ``data_range``] (default [0, 1]); uint8 input is divided by 255
-(so use data_range=1 with it). Everything is computed in float64.
+Pixels are floats in [0, ``data_range``] (default [0, 1]) or uint8 (scaled to that range);
+floats outside it are refused (``coopnets.metrics.pixels``). Everything is computed in float64.
 
 SSIM follows Wang et al., "Image quality assessment: from error visibility to structural
 similarity", IEEE TIP 2004: Gaussian window sigma 1.5 truncated to 11x11, K1 = 0.01,
@@ -21,19 +21,14 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from .pixels import unit_pixels
 
 WIN, SIGMA, K1, K2 = 11, 1.5, 0.01, 0.03
 
 
-def to_batch(x, name: str = "images") -> torch.Tensor:
-    """Any documented layout -> float64 (N, C, H, W) CPU tensor."""
-    t = x.detach().cpu() if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x))
-    if t.dtype == torch.uint8:
-        t = t.double() / 255.0
-    elif t.is_floating_point():
-        t = t.double()
-    else:
-        raise UserError(f"{name}: expected float or uint8 pixels, got {t.dtype}")
+def to_batch(x, name: str = "images", data_range: float = 1.0) -> torch.Tensor:
+    """Any documented layout -> float64 (N, C, H, W) CPU tensor in [0, data_range]."""
+    t = unit_pixels(x.cpu() if isinstance(x, torch.Tensor) else x, name, data_range)
     if t.ndim == 2:
         t = t[None, None]
     elif t.ndim == 3:
@@ -42,13 +37,11 @@ def to_batch(x, name: str = "images") -> torch.Tensor:
         raise UserError(f"{name}: expected (N,C,H,W), (H,W,C) or (H,W), got shape {tuple(t.shape)}")
     if t.numel() == 0:
         raise UserError(f"{name}: is empty")
-    if not torch.isfinite(t).all():
-        raise UserError(f"{name}: contains NaN or inf")
     return t
 
 
-def _pair(a, b) -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = to_batch(a, "first images"), to_batch(b, "second images")
+def _pair(a, b, data_range: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = to_batch(a, "first images", data_range), to_batch(b, "second images", data_range)
     if x.shape != y.shape:
         raise UserError(f"images to compare have different shapes {tuple(x.shape)} and {tuple(y.shape)} "
                         "(N, C, H, W); they must match one to one")
@@ -69,7 +62,7 @@ def psnr(a, b, data_range: float = 1.0, reduction: str = "mean"):
     ``reduction`` "mean" returns the mean of the per-image values (inf when all are
     identical), "none" the float64 array (N,).
     """
-    x, y = _pair(a, b)
+    x, y = _pair(a, b, data_range)
     mse = ((x - y) ** 2).flatten(1).mean(1)
     vals = 10.0 * torch.log10(data_range**2 / mse)  # inf where the images are equal
     return _reduce(vals, reduction)
@@ -103,7 +96,7 @@ def ssim(a, b, data_range: float = 1.0, reduction: str = "mean"):
 
     ``reduction`` "mean" returns the mean over the batch, "none" the float64 array (N,).
     """
-    x, y = _pair(a, b)
+    x, y = _pair(a, b, data_range)
     return _reduce(ssim_per_image(x, y, data_range), reduction)
 
 
@@ -138,7 +131,7 @@ def pairwise_ssim(images, max_pairs: int = 1000, seed: int = 0, data_range: floa
     Uses all pairs when there are at most ``max_pairs``, otherwise ``max_pairs`` distinct
     pairs drawn uniformly with a NumPy generator seeded by ``seed``.
     """
-    x = to_batch(images)
+    x = to_batch(images, "images", data_range)
     n = len(x)
     if n < 2:
         raise UserError("pairwise SSIM needs at least 2 images")

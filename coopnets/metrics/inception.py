@@ -7,7 +7,7 @@ file is looked up, in order, at the ``path`` argument, ``$COOPNETS_INCEPTION``,
 ``$COOPNETS_SHARED/inception/`` and ``<repo>/../shared/data/inception/``.
 
 Preprocessing (one fixed rule, part of every cached statistic's key):
-  1. pixels as float 0..255 (uint8 as is; floats in [-1, 1] mapped by (x + 1) * 127.5);
+  1. pixels as float 0..255 (uint8 as is; floats in [0, 1] times 255);
   2. greyscale repeated to 3 channels;
   3. resized to 299x299 with ``torch.nn.functional.interpolate(mode="bilinear",
      align_corners=False, antialias=False)`` on the float 0..255 image (no rounding);
@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from ..distributed import pick_device
 from ..errors import UserError
-from .features import as_image_batch, jit_load, pixels_255, reference_stats, run_batched, shared_data_dir
+from .features import as_image_batch, jit_load, pixels_255, reference_stats, run_batched
 
 FILENAME = "pt_inception-2015-12-05.torchscript.pt"
 RESIZE_RULE = "bilinear299-align_corners=False"
@@ -40,7 +40,8 @@ def inception_path(path=None) -> Path:
     elif os.environ.get("COOPNETS_INCEPTION"):
         candidates = [Path(os.environ["COOPNETS_INCEPTION"]).expanduser()]
     else:
-        candidates = [shared_data_dir() / "inception" / FILENAME, Path("../shared/data/inception") / FILENAME]
+        raise UserError(f"no Inception weights given: pass --inception PATH to {FILENAME} (or set "
+                        "COOPNETS_INCEPTION); coopnets downloads nothing")
     for c in candidates:
         if c.is_file():
             return c.resolve()
@@ -62,7 +63,7 @@ def load_inception(path=None, device="cpu") -> torch.jit.ScriptModule:
 
 
 def preprocess(x: torch.Tensor) -> torch.Tensor:
-    """(N, 1|3, H, W) uint8 or float in [-1, 1] -> (N, 3, 299, 299) float in about [-1, 1]."""
+    """(N, 1|3, H, W) uint8 or float in [0, 1] -> (N, 3, 299, 299) float in about [-1, 1]."""
     x = pixels_255(x)
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
@@ -79,7 +80,7 @@ def extractor_id(path=None, precision: str = "fp32") -> str:
 
 def inception_features(images, path=None, batch_size: int = 50, device="cpu", progress: bool = True,
                        threads: int | None = None, precision: str = "fp32") -> np.ndarray:
-    """Pool3 features (N, 2048), float64, of images (N, C, H, W): uint8 or float in [-1, 1].
+    """Pool3 features (N, 2048), float64, of images (N, C, H, W): uint8 or float in [0, 1].
 
     ``threads`` calls ``torch.set_num_threads`` (process-wide) first. ``precision`` "bf16"
     runs under ``torch.autocast`` (about 2x faster on CPUs with AVX-512 BF16, features off by

@@ -73,11 +73,11 @@ def classifier_logits(images, classifier: Callable[[torch.Tensor], torch.Tensor]
                       device="cpu", progress: bool = True) -> np.ndarray:
     """Logits (N, K) of ``classifier`` on images (N, C, H, W).
 
-    The classifier receives float32 images in [-1, 1] (uint8 input is mapped by x / 127.5 - 1)
+    ``images`` are uint8 or floats in [0, 1]; the classifier receives float32 images in [-1, 1]
     at their own size; resizing or normalising is the classifier's job.
     """
     def fn(x: torch.Tensor) -> torch.Tensor:
-        x = x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x.float()
+        x = x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x.float() * 2.0 - 1.0
         out = classifier(x)
         if not isinstance(out, torch.Tensor) or out.ndim != 2:
             raise UserError("the classifier must return a tensor of logits (N, K)")

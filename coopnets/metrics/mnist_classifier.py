@@ -8,7 +8,7 @@ Network (LeNet-style, 131k parameters, shipped in fp16 at ``coopnets/assets/mnis
   conv3x3(64->64)-BN-ReLU-maxpool 7->3
   linear(576->128)-ReLU           <- features (128-D)
   linear(128->10)                 <- logits
-Input: (N, 1, 28, 28) in [-1, 1]. ``mnist_features`` accepts uint8 or float in [-1, 1]
+Input: (N, 1, 28, 28) in [-1, 1]. ``mnist_features`` accepts uint8 or float in [0, 1]
 (N, C, H, W): RGB is averaged to grey, other sizes are resized to 28x28 (bilinear,
 align_corners=False, antialias=True).
 
@@ -56,8 +56,8 @@ class MnistNet(nn.Module):
 
 
 def prepare(x: torch.Tensor) -> torch.Tensor:
-    """uint8 or [-1, 1] float (N, C, H, W) -> float32 (N, 1, 28, 28) in [-1, 1]."""
-    x = x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x.float()
+    """uint8 or [0, 1] float (N, C, H, W) (``as_image_batch``) -> float32 (N, 1, 28, 28) in [-1, 1]."""
+    x = x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x.float() * 2.0 - 1.0
     if x.shape[1] == 3:
         x = x.mean(1, keepdim=True)
     if x.shape[-2:] != (28, 28):
@@ -91,13 +91,13 @@ def classifier_meta(weights=None) -> dict:
 
 def mnist_features(images, weights=None, batch_size: int = 500, device="cpu",
                    progress: bool = False) -> np.ndarray:
-    """Penultimate-layer features (N, 128), float64, of images (N, C, H, W) uint8 or [-1, 1]."""
+    """Penultimate-layer features (N, 128), float64, of images (N, C, H, W) uint8 or [0, 1]."""
     net = load_mnist_classifier(weights, device)
     return run_batched(lambda x: net.features(prepare(x)), images, batch_size, device, progress, "mnist features")
 
 
 def mnist_logits(images, weights=None, batch_size: int = 500, device="cpu", progress: bool = False) -> np.ndarray:
-    """Class logits (N, 10) of images (N, C, H, W) uint8 or [-1, 1]."""
+    """Class logits (N, 10) of images (N, C, H, W) uint8 or [0, 1]."""
     net = load_mnist_classifier(weights, device)
     return run_batched(lambda x: net(prepare(x)), images, batch_size, device, progress, "mnist logits")
 

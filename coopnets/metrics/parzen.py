@@ -21,25 +21,30 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from .pixels import unit_pixels
 
 DEFAULT_SIGMAS = np.logspace(-1, 0, 10)
 
 
-def _flat(x, name: str) -> torch.Tensor:
-    """(N, ...) -> float64 (N, D) tensor; uint8 is mapped to [0, 1]."""
-    t = torch.from_numpy(np.asarray(x)) if not isinstance(x, torch.Tensor) else x.detach().cpu()
-    if t.ndim < 2 or len(t) == 0:
-        raise UserError(f"parzen: {name} must be a non-empty batch (N, ...), got shape {tuple(t.shape)}")
-    t = t.double() / 255.0 if t.dtype == torch.uint8 else t.double()
-    t = t.reshape(len(t), -1)
-    if not torch.isfinite(t).all():
-        raise UserError(f"parzen: {name} contains NaN or inf")
-    return t
+def _flat(x, name: str, pixels: bool) -> torch.Tensor:
+    """(N, ...) -> float64 (N, D): pixels (uint8 or floats in [0, 1], checked), or any finite
+    vectors when ``pixels`` is False."""
+    shape = tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
+    if len(shape) < 2 or shape[0] == 0:
+        raise UserError(f"parzen: {name} must be a non-empty batch (N, ...), got shape {shape}")
+    x = x.detach().cpu() if isinstance(x, torch.Tensor) else x
+    if pixels:
+        t = unit_pixels(x, f"parzen: {name}")
+    else:
+        t = torch.as_tensor(np.asarray(x), dtype=torch.float64)
+        if not torch.isfinite(t).all():
+            raise UserError(f"parzen: {name} contains NaN or inf")
+    return t.reshape(len(t), -1)
 
 
-def _log_likelihoods(samples, test, sigmas, batch_size: int) -> np.ndarray:
+def _log_likelihoods(samples, test, sigmas, batch_size: int, pixels: bool = True) -> np.ndarray:
     """(len(sigmas), N_test) log-densities of each test row under each bandwidth."""
-    s, x = _flat(samples, "samples"), _flat(test, "test set")
+    s, x = _flat(samples, "samples", pixels), _flat(test, "test set", pixels)
     if s.shape[1] != x.shape[1]:
         raise UserError(f"parzen: samples have {s.shape[1]} values each, the test set {x.shape[1]}; "
                         "they must be images of the same size and channels")
@@ -65,28 +70,31 @@ def _log_likelihoods(samples, test, sigmas, batch_size: int) -> np.ndarray:
     return ll.numpy()
 
 
-def parzen_log_likelihood(samples, test, sigma: float, batch_size: int = 1000) -> np.ndarray:
+def parzen_log_likelihood(samples, test, sigma: float, batch_size: int = 1000,
+                          pixels: bool = True) -> np.ndarray:
     """Log-likelihood (nats) of each test example under the Parzen window of ``samples``.
 
-    ``samples`` (M, ...) and ``test`` (N, ...): floats in [0, 1] or uint8 (divided by 255),
-    any trailing shape (flattened). Returns float64 (N,).
+    ``samples`` (M, ...) and ``test`` (N, ...): images as uint8 or floats in [0, 1] (a float
+    outside is refused), any trailing shape (flattened); ``pixels=False`` takes any real
+    vectors as they are. Returns float64 (N,).
     """
-    return _log_likelihoods(samples, test, [sigma], batch_size)[0]
+    return _log_likelihoods(samples, test, [sigma], batch_size, pixels)[0]
 
 
 def select_bandwidth(samples, validation, sigmas=DEFAULT_SIGMAS, batch_size: int = 1000,
-                     return_scores: bool = False):
+                     return_scores: bool = False, pixels: bool = True):
     """The sigma of the grid with the highest mean validation log-likelihood.
 
     With ``return_scores`` also returns the mean validation log-likelihood of every sigma.
     """
     sigmas = np.asarray(sigmas, np.float64).reshape(-1)
-    scores = _log_likelihoods(samples, validation, sigmas, batch_size).mean(1)
+    scores = _log_likelihoods(samples, validation, sigmas, batch_size, pixels).mean(1)
     best = float(sigmas[int(np.argmax(scores))])
     return (best, scores) if return_scores else best
 
 
-def parzen_score(samples, validation, test, sigmas=DEFAULT_SIGMAS, batch_size: int = 1000) -> dict:
+def parzen_score(samples, validation, test, sigmas=DEFAULT_SIGMAS, batch_size: int = 1000,
+                 pixels: bool = True) -> dict:
     """Goodfellow et al.'s protocol: sigma from ``validation``, then the test mean log-likelihood.
 
     Returns dict(mean, std_error, sigma, validation_ll): mean and standard error
@@ -94,8 +102,8 @@ def parzen_score(samples, validation, test, sigmas=DEFAULT_SIGMAS, batch_size: i
     validation log-likelihood at that sigma. A sigma on the edge of the grid is a hint that
     the grid should be widened.
     """
-    sigma, scores = select_bandwidth(samples, validation, sigmas, batch_size, return_scores=True)
-    ll = parzen_log_likelihood(samples, test, sigma, batch_size)
+    sigma, scores = select_bandwidth(samples, validation, sigmas, batch_size, True, pixels)
+    ll = parzen_log_likelihood(samples, test, sigma, batch_size, pixels)
     se = float(ll.std(ddof=1) / math.sqrt(len(ll))) if len(ll) > 1 else float("nan")
     return {"mean": float(ll.mean()), "std_error": se, "sigma": sigma,
             "validation_ll": float(scores.max())}

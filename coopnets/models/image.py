@@ -1,10 +1,10 @@
-"""The two networks, as literal registries. Networks only compute.
+"""Image networks: the bottom-up descriptor and the top-down generator. Networks only compute.
 
 descriptor(x) -> (B,) scores f(x; θ)       bottom-up ConvNet, no BatchNorm (examples independent)
 generator(z)  -> (B, C, H, W) in (-1, 1)   top-down ConvNet, tanh output
 
-Widths are multiples of a base width ``w`` (``--des-width``, ``--gen-width``); the defaults
-are the architectures of the paper's released code (TPAMI 2020, Sec. 5).
+Widths are multiples of a base width ``w`` (``--des-width``, ``--gen-width``); the registry
+entries in ``coopnets.models`` are the architectures of the paper's released code.
 """
 from __future__ import annotations
 
@@ -13,12 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .errors import UserError
-
-
-# Bumped whenever a registry architecture changes, so that an old checkpoint is refused with a
-# clear message instead of loading silently into a different network (2: LeakyReLU generator).
-ARCH_VERSION = 2
+from ..errors import UserError
 
 
 @dataclass(frozen=True)
@@ -28,6 +23,9 @@ class DescriptorSpec:
     stationary: bool = False  # top is a 3x3 conv summed over all positions (textures)
     size: int | None = None  # the input size a non-stationary net requires
 
+    def build(self, channels: int, width: int) -> "Descriptor":
+        return Descriptor(self, channels, width)
+
 
 @dataclass(frozen=True)
 class GeneratorSpec:
@@ -35,33 +33,8 @@ class GeneratorSpec:
     start: int = 0  # spatial size of the first feature map (0: spatial latent, textures)
     kernel: int = 5  # transposed convolutions, stride 2, each doubling the size
 
-
-DESCRIPTORS = {
-    # Exp 1 textures: stationary; f sums the top responses over positions, any input size.
-    "texture": DescriptorSpec(convs=((1, 5, 2), (2, 3, 2)), top=100, stationary=True),
-    # Exp 4 MNIST 28x28: 28 -> 14 -> 7 -> 7, fc 100.
-    "mnist": DescriptorSpec(convs=((1, 5, 2), (2, 3, 2), (4, 3, 1)), top=100, size=28),
-    # Exp 5 CIFAR-10 32x32: 32 -> 16 -> 8 -> 4 -> 2, fc 100.
-    "img32": DescriptorSpec(convs=((1, 5, 2), (2, 5, 2), (4, 5, 2), (8, 5, 2)), top=100, size=32),
-    # Exp 2/3 objects and scenes 64x64: 64 -> 32 -> 16 -> 16, fc 100.
-    "img64": DescriptorSpec(convs=((1, 5, 2), (2, 3, 2), (4, 3, 1)), top=100, size=64),
-    # Exp 5 CelebA 128x128: 128 -> 64 -> ... -> 4, fc 100.
-    "img128": DescriptorSpec(convs=((1, 5, 2), (2, 5, 2), (4, 5, 2), (8, 5, 2), (8, 3, 2)),
-                             top=100, size=128),
-    # Exp 5 LSUN bedrooms 256x256: 256 -> 128 -> ... -> 4, fc 100.
-    "img256": DescriptorSpec(convs=((1, 5, 2), (2, 5, 2), (4, 5, 2), (8, 5, 2), (8, 5, 2),
-                                    (8, 3, 2)), top=100, size=256),
-}
-
-GENERATORS = {
-    # latent (d, h, w) -> (C, 16h, 16w): synthesizes any size, e.g. twice the training image.
-    "texture": GeneratorSpec(widths=(4, 2, 1)),
-    "mnist": GeneratorSpec(widths=(4, 2), start=7),  # 7 -> 14 -> 28
-    "img32": GeneratorSpec(widths=(8, 4, 2, 1), start=2),  # 2 -> 4 -> 8 -> 16 -> 32
-    "img64": GeneratorSpec(widths=(8, 4, 2, 1), start=4),  # 4 -> 8 -> 16 -> 32 -> 64
-    "img128": GeneratorSpec(widths=(8, 8, 4, 2, 1), start=4),  # 4 -> ... -> 128
-    "img256": GeneratorSpec(widths=(8, 8, 8, 4, 2, 1), start=4),  # 4 -> ... -> 256
-}
+    def build(self, channels: int, width: int, z_dim: int, norm: str) -> "Generator":
+        return Generator(self, channels, width, z_dim, norm)
 
 
 class Descriptor(nn.Module):
@@ -126,6 +99,11 @@ class Generator(nn.Module):
         layers += [up(c, channels), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 
+    @property
+    def stationary(self) -> bool:
+        """Whether the generator takes a spatial latent and so makes any multiple of its size."""
+        return not self.spec.start
+
     def latent_shape(self, image_size: int) -> tuple:
         """Shape of one latent vector for an output of this size (spatial for textures)."""
         if self.spec.start:
@@ -141,11 +119,11 @@ class Generator(nn.Module):
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(gen: Generator, latents: torch.Tensor, batch_size: int) -> None:
+def recalibrate_batchnorm(gen: nn.Module, latents: torch.Tensor, batch_size: int) -> None:
     """Set the generator's BatchNorm running statistics to the exact batch statistics over
     ``latents`` ("precise BN"). Training uses batch statistics (as the paper's code does); sampling
     uses these, so that a sample does not depend on the other examples of its batch."""
-    bns = [m for m in gen.modules() if isinstance(m, nn.BatchNorm2d)]
+    bns = [m for m in gen.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
         return
     was = gen.training
@@ -159,15 +137,3 @@ def recalibrate_batchnorm(gen: Generator, latents: torch.Tensor, batch_size: int
     for bn, m in zip(bns, saved):
         bn.momentum = m
     gen.train(was)
-
-
-def build_descriptor(name: str, channels: int, width: int) -> Descriptor:
-    if name not in DESCRIPTORS:
-        raise UserError(f"unknown descriptor {name!r}; choose one of {', '.join(DESCRIPTORS)}")
-    return Descriptor(DESCRIPTORS[name], channels, width)
-
-
-def build_generator(name: str, channels: int, width: int, z_dim: int, norm: str) -> Generator:
-    if name not in GENERATORS:
-        raise UserError(f"unknown generator {name!r}; choose one of {', '.join(GENERATORS)}")
-    return Generator(GENERATORS[name], channels, width, z_dim, norm)

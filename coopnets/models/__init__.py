@@ -1,0 +1,68 @@
+"""Model families and their registries (literal dicts: name -> architecture spec).
+
+Each family lives in its own module and its specs know how to build their network:
+
+    image.py   2-D descriptor and generator (textures, MNIST, CIFAR-10, faces, scenes, LSUN)
+
+A new family (video, GGCN's hidden-space networks) adds a module with its own spec classes and
+its entries below; ``build_descriptor``/``build_generator`` call ``spec.build(...)``, so the
+training loop, checkpoints and sampling need no change.
+"""
+from __future__ import annotations
+
+from ..errors import UserError
+from .image import Descriptor, DescriptorSpec, Generator, GeneratorSpec, recalibrate_batchnorm
+
+# Bumped whenever a registry architecture changes, so that an old checkpoint is refused with a
+# clear message instead of loading silently into a different network (2: LeakyReLU generator).
+ARCH_VERSION = 2
+
+DESCRIPTORS = {
+    # Exp 1 textures: stationary; f sums the top responses over positions, any input size.
+    "texture": DescriptorSpec(convs=((1, 5, 2), (2, 3, 2)), top=100, stationary=True),
+    # Exp 4 MNIST 28x28: 28 -> 14 -> 7 -> 7, fc 100.
+    "mnist": DescriptorSpec(convs=((1, 5, 2), (2, 3, 2), (4, 3, 1)), top=100, size=28),
+    # Exp 5 CIFAR-10 32x32: 32 -> 16 -> 8 -> 4 -> 2, fc 100.
+    "img32": DescriptorSpec(convs=((1, 5, 2), (2, 5, 2), (4, 5, 2), (8, 5, 2)), top=100, size=32),
+    # Exp 2/3 objects and scenes 64x64: 64 -> 32 -> 16 -> 16, fc 100.
+    "img64": DescriptorSpec(convs=((1, 5, 2), (2, 3, 2), (4, 3, 1)), top=100, size=64),
+    # Exp 5 CelebA 128x128: 128 -> 64 -> ... -> 4, fc 100.
+    "img128": DescriptorSpec(convs=((1, 5, 2), (2, 5, 2), (4, 5, 2), (8, 5, 2), (8, 3, 2)),
+                             top=100, size=128),
+    # Exp 5 LSUN bedrooms 256x256: 256 -> 128 -> ... -> 4, fc 100.
+    "img256": DescriptorSpec(convs=((1, 5, 2), (2, 5, 2), (4, 5, 2), (8, 5, 2), (8, 5, 2),
+                                    (8, 3, 2)), top=100, size=256),
+}
+
+GENERATORS = {
+    # latent (d, h, w) -> (C, 16h, 16w): synthesizes any size, e.g. twice the training image.
+    "texture": GeneratorSpec(widths=(4, 2, 1)),
+    "mnist": GeneratorSpec(widths=(4, 2), start=7),  # 7 -> 14 -> 28
+    "img32": GeneratorSpec(widths=(8, 4, 2, 1), start=2),  # 2 -> 4 -> 8 -> 16 -> 32
+    "img64": GeneratorSpec(widths=(8, 4, 2, 1), start=4),  # 4 -> 8 -> 16 -> 32 -> 64
+    "img128": GeneratorSpec(widths=(8, 8, 4, 2, 1), start=4),  # 4 -> ... -> 128
+    "img256": GeneratorSpec(widths=(8, 8, 8, 4, 2, 1), start=4),  # 4 -> ... -> 256
+}
+
+
+def build_descriptor(name: str, channels: int, width: int):
+    if name not in DESCRIPTORS:
+        raise UserError(f"unknown descriptor {name!r}; choose one of {', '.join(DESCRIPTORS)}")
+    return DESCRIPTORS[name].build(channels, width)
+
+
+def build_generator(name: str, channels: int, width: int, z_dim: int, norm: str):
+    if name not in GENERATORS:
+        raise UserError(f"unknown generator {name!r}; choose one of {', '.join(GENERATORS)}")
+    return GENERATORS[name].build(channels, width, z_dim, norm)
+
+
+def build_nets(cfg, channels: int):
+    """The descriptor and generator that a Config describes, freshly initialised."""
+    return (build_descriptor(cfg.des_net, channels, cfg.des_width),
+            build_generator(cfg.gen_net, channels, cfg.gen_width, cfg.z_dim, cfg.gen_norm))
+
+
+__all__ = ["ARCH_VERSION", "DESCRIPTORS", "GENERATORS", "Descriptor", "DescriptorSpec", "Generator",
+           "GeneratorSpec", "build_descriptor", "build_generator", "build_nets",
+           "recalibrate_batchnorm"]
