@@ -3,11 +3,16 @@
     {"config": dict, "step": int, "descriptor": state_dict, "generator": state_dict,
      "opt_des": ..., "opt_gen": ..., "rng": {...}, "state": {persistent tensors}}
 
-``latest.pt`` in a run folder is what resuming and sampling read.
+``latest.pt`` in a run folder is what resuming and sampling read. Checkpoints are read with
+``torch.load(weights_only=True)``: tensors, containers and plain values only, so a crafted
+file cannot run code.
 """
 from __future__ import annotations
 
 import os
+import pickle
+import re
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -43,12 +48,38 @@ def find_checkpoint(run_or_ckpt) -> Path:
     return p
 
 
+def _refusal(path: Path, err: Exception) -> str:
+    """One line on why a weights-only load refused ``path``: the global it asked for, if any."""
+    text = str(err)
+    m = re.search(r"\bGLOBAL (\S+) (?:was not an allowed|whose module)", text)
+    if m:
+        return (f"{path} is not a safe coopnets checkpoint: it asks to run code on load "
+                f"({m.group(1)}); it was not loaded")
+    detail = next((ln.strip() for ln in text.splitlines()  # torch's message is a paragraph
+                   if ln.strip() and not re.search(r"weights.only|WeightsUnpickler", ln, re.I)),
+                  type(err).__name__)
+    return (f"{path} is not a safe coopnets checkpoint: a weights-only load refuses it "
+            f"({detail.rstrip('.')}); it was not loaded")
+
+
 def load_checkpoint(run_or_ckpt, map_location="cpu") -> dict:
+    """The checkpoint dict of a run folder or ``.pt`` file.
+
+    Always loaded on the CPU (``map_location`` is accepted for compatibility and ignored):
+    ``load_state_dict`` copies into the nets wherever they live, and generator RNG states
+    must stay CPU tensors. Loading is weights-only; a file that needs any other global is
+    refused with a UserError and nothing in it runs.
+    """
     path = find_checkpoint(run_or_ckpt)
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": not for users
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UserError(_refusal(path, e)) from None
     except Exception as e:  # a truncated or foreign file
-        raise UserError(f"cannot read checkpoint {path}: {e}") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot read checkpoint {path}: {first}") from None
     if not isinstance(ckpt, dict) or "config" not in ckpt or "generator" not in ckpt:
         raise UserError(f"{path} is not a coopnets checkpoint")
     if ckpt.get("arch_version") != ARCH_VERSION:
@@ -66,12 +97,19 @@ def build_nets(cfg: Config, channels: int):
 
 
 def load_run(run_or_ckpt, device="cpu"):
-    """(config, descriptor, generator, checkpoint dict) of a trained run, nets in eval mode."""
+    """(config, descriptor, generator, checkpoint dict) of a run folder or ``.pt`` file, nets
+    on ``device`` in eval mode."""
     ckpt = load_checkpoint(run_or_ckpt)
-    cfg = Config(**ckpt["config"])
-    des, gen = build_nets(cfg, ckpt["channels"])
-    des.load_state_dict(ckpt["descriptor"])
-    gen.load_state_dict(ckpt["generator"])
+    where = find_checkpoint(run_or_ckpt)
+    try:
+        cfg = Config(**ckpt["config"])
+        des, gen = build_nets(cfg, ckpt["channels"])
+        des.load_state_dict(ckpt["descriptor"])
+        gen.load_state_dict(ckpt["generator"])
+    except (TypeError, KeyError, RuntimeError) as e:  # unknown fields, missing keys, other weights
+        line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{where} does not describe coopnets networks this version builds: "
+                        f"{line}") from None
     return cfg, des.to(device).eval(), gen.to(device).eval(), ckpt
 
 

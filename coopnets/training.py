@@ -197,7 +197,7 @@ def train(cfg: Config, run_dir: str | Path | None = None, new_run: bool = False)
     run_dir = Path(run_dir) if run_dir else find_run_dir(cfg, new_run)
     start, last_ckpt = 0, None
     if (run_dir / LATEST).is_file():
-        ckpt = load_checkpoint(run_dir, map_location=device)
+        ckpt = load_checkpoint(run_dir)  # on the CPU; load_state_dict moves it
         des.load_state_dict(ckpt["descriptor"])
         gen.load_state_dict(ckpt["generator"])
         opt_des.load_state_dict(ckpt["opt_des"])
