@@ -5,10 +5,12 @@
 
 ``latest.pt`` in a run folder is what resuming and sampling read. Checkpoints are read with
 ``torch.load(weights_only=True)``: tensors, containers and plain values only, so a crafted
-file cannot run code.
+file cannot run code. An export folder (``coopnets.export``: ``config.json`` and
+``*.safetensors``) loads wherever a run folder or checkpoint does, without optimiser states.
 """
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -23,6 +25,7 @@ from .errors import UserError
 from .nets import ARCH_VERSION, build_descriptor, build_generator
 
 LATEST = "latest.pt"
+EXPORT_FILES = ("config.json", "descriptor.safetensors", "generator.safetensors")
 
 
 def save_checkpoint(obj: dict, path: Path) -> None:
@@ -36,16 +39,30 @@ def save_checkpoint(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def is_export(folder) -> bool:
+    """Whether ``folder`` is an export folder (``generator.safetensors`` beside ``config.json``)."""
+    p = Path(folder)
+    return (p / "generator.safetensors").is_file() and (p / "config.json").is_file()
+
+
 def find_checkpoint(run_or_ckpt) -> Path:
-    """A checkpoint file, or a run folder (its latest.pt)."""
+    """A checkpoint file, a run folder (its latest.pt), or an export folder (its config.json)."""
     p = Path(run_or_ckpt).expanduser()
     if p.is_dir():
-        p = p / LATEST
-        if not p.is_file():
-            raise UserError(f"run folder {p.parent} has no checkpoint yet ({LATEST}); train it first")
+        if (p / LATEST).is_file() or not is_export(p):
+            p = p / LATEST
+            if not p.is_file():
+                raise UserError(f"run folder {p.parent} has no checkpoint yet ({LATEST}); train it first")
+        else:
+            p = p / "config.json"
     elif not p.is_file():
         raise UserError(f"{p} is neither a run folder nor a checkpoint file")
     return p
+
+
+def source_dir(run_or_ckpt) -> Path:
+    """The folder that outputs derived from a run, checkpoint or export go into by default."""
+    return find_checkpoint(run_or_ckpt).parent
 
 
 def _refusal(path: Path, err: Exception) -> str:
@@ -63,7 +80,7 @@ def _refusal(path: Path, err: Exception) -> str:
 
 
 def load_checkpoint(run_or_ckpt, map_location="cpu") -> dict:
-    """The checkpoint dict of a run folder or ``.pt`` file.
+    """The checkpoint dict of a run folder, ``.pt`` file or export folder.
 
     Always loaded on the CPU (``map_location`` is accepted for compatibility and ignored):
     ``load_state_dict`` copies into the nets wherever they live, and generator RNG states
@@ -71,21 +88,47 @@ def load_checkpoint(run_or_ckpt, map_location="cpu") -> dict:
     refused with a UserError and nothing in it runs.
     """
     path = find_checkpoint(run_or_ckpt)
-    try:
-        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": not for users
-            warnings.simplefilter("ignore")
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise UserError(_refusal(path, e)) from None
-    except Exception as e:  # a truncated or foreign file
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot read checkpoint {path}: {first}") from None
+    if path.name == "config.json" and is_export(path.parent):
+        ckpt = _load_export(path.parent)
+    else:
+        try:
+            with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": not for users
+                warnings.simplefilter("ignore")
+                ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise UserError(_refusal(path, e)) from None
+        except Exception as e:  # a truncated or foreign file
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"cannot read checkpoint {path}: {first}") from None
     if not isinstance(ckpt, dict) or "config" not in ckpt or "generator" not in ckpt:
         raise UserError(f"{path} is not a coopnets checkpoint")
     if ckpt.get("arch_version") != ARCH_VERSION:
         raise UserError(f"{path} was written for network architecture version "
                         f"{ckpt.get('arch_version', 1)}, this coopnets builds version {ARCH_VERSION}; "
                         "retrain, or use the coopnets version that wrote it")
+    return ckpt
+
+
+def _load_export(folder: Path) -> dict:
+    """An export folder as a checkpoint dict (config, model fields, the two state_dicts)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    for name in EXPORT_FILES:
+        if not (folder / name).is_file():
+            raise UserError(f"export folder {folder} lacks {name}; export the run again")
+    try:
+        meta = json.loads((folder / "config.json").read_text())
+        model = meta.pop("model")
+        ckpt = {"config": meta, **{k: model[k] for k in ("channels", "image_size", "step")},
+                "arch_version": model.get("arch_version", 1)}
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise UserError(f"{folder / 'config.json'} is not a coopnets export config "
+                        f"({type(e).__name__}: {e})") from None
+    for net in ("descriptor", "generator"):
+        try:
+            ckpt[net] = load_file(folder / f"{net}.safetensors", device="cpu")
+        except (SafetensorError, OSError) as e:
+            raise UserError(f"cannot read {folder / f'{net}.safetensors'}: {e}") from None
     return ckpt
 
 
@@ -97,8 +140,8 @@ def build_nets(cfg: Config, channels: int):
 
 
 def load_run(run_or_ckpt, device="cpu"):
-    """(config, descriptor, generator, checkpoint dict) of a run folder or ``.pt`` file, nets
-    on ``device`` in eval mode."""
+    """(config, descriptor, generator, checkpoint dict) of a run folder, ``.pt`` file or export
+    folder, nets on ``device`` in eval mode."""
     ckpt = load_checkpoint(run_or_ckpt)
     where = find_checkpoint(run_or_ckpt)
     try:

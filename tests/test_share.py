@@ -12,8 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+import coopnets
 from coopnets import cli
-from coopnets.checkpoint import load_checkpoint
+from coopnets.checkpoint import find_checkpoint, load_checkpoint, load_run, source_dir
+from coopnets.errors import UserError
+from coopnets.export import export_run
+from coopnets.sampling import generate
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -109,3 +113,92 @@ def test_resume_reads_optimiser_and_rng_states(run_copy):
     cfg = Config(**{**json.loads((run_copy / "config.json").read_text()), "steps": 3})
     train(cfg, run_copy)
     assert load_checkpoint(run_copy)["step"] == 3
+
+
+
+# ---- 2. export --------------------------------------------------------------------------------
+
+@pytest.fixture
+def exported(run_copy, tmp_path) -> tuple[Path, Path]:
+    line = {"metric": "parzen", "value": 123.456, "std": 1.5, "num_samples": 4, "seed": 0,
+            "mode": "revise", "time": "2026-01-01T00:00:00+00:00"}
+    (run_copy / "metrics.jsonl").write_text(json.dumps(line) + "\n")
+    return run_copy, export_run(run_copy, tmp_path / "export")
+
+
+def test_export_folder_contents(exported):
+    from safetensors.torch import load_file
+    run, out = exported
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json",
+                                                     "descriptor.safetensors", "generator.safetensors"]
+    ck = load_checkpoint(run)
+    gen = load_file(out / "generator.safetensors")
+    assert set(gen) == set(ck["generator"])  # BatchNorm running stats and counters included
+    assert any(k.endswith("running_var") for k in gen) and any(k.endswith("num_batches_tracked") for k in gen)
+    assert all(torch.equal(gen[k], ck["generator"][k]) for k in gen)
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["model"] == {"channels": 1, "image_size": 28, "arch_version": ck["arch_version"], "step": 2}
+    assert {k: v for k, v in meta.items() if k != "model"} == ck["config"]
+
+
+def test_model_card(exported):
+    run, out = exported
+    card = (out / "README.md").read_text()
+    cfg = json.loads((run / "config.json").read_text())
+    last = json.loads((run / "stats.jsonl").read_text().splitlines()[-1])
+    assert f"`{cfg['data']}`" in card and "preset: `smoke`" in card and "algorithm: `coop`" in card
+    assert "steps trained: 2" in card
+    for k in ("f_gap", "langevin_move", "gen_loss"):
+        assert f"{k} = {last[k]:.6g}" in card
+    assert "| parzen | 123.456 | 1.5 | revise | 4 | 0 |" in card
+    assert f"coopnets sample {out} -n 64 --out samples.png" in card
+
+
+def test_model_card_without_metrics(run, tmp_path):
+    card = (export_run(run, tmp_path / "e") / "README.md").read_text()
+    assert "Evaluations" not in card and "f_gap = " in card
+
+
+@pytest.mark.parametrize("mode", ["revise", "gen"])
+def test_export_round_trip_samples_equal(exported, mode):
+    run, out = exported
+    a = generate(run, 4, mode, seed=0, device="cpu", progress=False)
+    b = generate(out, 4, mode, seed=0, device="cpu", progress=False)
+    assert torch.equal(a, b)
+
+
+def test_load_export_folder(exported):
+    run, out = exported
+    cfg, des, gen, ck = coopnets.load(out)
+    cfg0, des0, gen0, ck0 = load_run(run)
+    assert cfg == cfg0 and not gen.training and ck["step"] == 2
+    assert {"config", "channels", "image_size", "step", "descriptor", "generator"} <= set(ck)
+    z, x = torch.randn(3, 8), torch.rand(3, 1, 28, 28) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(gen(z), gen0(z)) and torch.equal(des(x), des0(x))
+    assert source_dir(out) == out and source_dir(run) == run
+    assert find_checkpoint(out) == out / "config.json"
+    assert coopnets.export_run is export_run
+
+
+def test_sample_command_writes_into_export_folder(exported, capsys):
+    _, out = exported
+    assert cli.main(["sample", str(out), "-n", "2", "--device", "cpu"]) == 0
+    assert (out / "sample-revise-seed0.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_broken_export_folders_are_user_errors(exported):
+    _, out = exported
+    meta = json.loads((out / "config.json").read_text())
+    meta["model"]["arch_version"] = 1
+    (out / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="architecture version 1"):
+        load_run(out)
+    (out / "descriptor.safetensors").unlink()
+    with pytest.raises(UserError, match="lacks descriptor.safetensors"):
+        load_run(out)
+
+
+def test_export_refuses_to_write_into_a_run_folder(run):
+    with pytest.raises(UserError, match="is a run folder"):
+        export_run(run, run)
