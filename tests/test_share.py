@@ -1,4 +1,5 @@
 """Sharing a run: safe checkpoint loading, safetensors export, the HTML report, their commands."""
+import base64
 import builtins
 import json
 import os
@@ -6,6 +7,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ from coopnets import cli
 from coopnets.checkpoint import find_checkpoint, load_checkpoint, load_run, source_dir
 from coopnets.errors import UserError
 from coopnets.export import export_run
+from coopnets.report import progress_grids, write_report
 from coopnets.sampling import generate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -202,3 +205,71 @@ def test_broken_export_folders_are_user_errors(exported):
 def test_export_refuses_to_write_into_a_run_folder(run):
     with pytest.raises(UserError, match="is a run folder"):
         export_run(run, run)
+
+
+
+# ---- 3. report --------------------------------------------------------------------------------
+
+class Page(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.imgs, self.cells = [], []
+        self._cell = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.imgs.append(dict(attrs))
+        if tag == "td":
+            self._cell = ""
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+
+    def handle_endtag(self, tag):
+        if tag == "td":
+            self.cells.append(self._cell)
+            self._cell = None
+
+
+def _png(src: str) -> bytes:
+    head, _, data = src.partition(",")
+    assert head == "data:image/png;base64"
+    return base64.b64decode(data)
+
+
+def test_report(run_copy):
+    (run_copy / "metrics.jsonl").write_text(json.dumps({"metric": "fid", "value": 42.5}) + "\n")
+    path = write_report(run_copy)
+    assert path == run_copy / "report.html"
+    text = path.read_text()
+    page = Page()
+    page.feed(text)
+    assert f"<h1>Run {run_copy.name}</h1>" in text
+    curves = {i["alt"]: _png(i["src"]) for i in page.imgs if i.get("class") != "grid"}
+    assert set(curves) == {"f_gap", "langevin_move", "gen_loss", "sec_per_it"}
+    assert all(png.startswith(PNG_MAGIC) and b"http" not in png for png in curves.values())
+    grids = [_png(i["src"]) for i in page.imgs if i.get("class") == "grid"]
+    for name in ("samples-gen-000001.png", "samples-gen-000002.png", "samples-rev-000002.png"):
+        assert (run_copy / name).read_bytes() in grids
+    cfg = json.loads((run_copy / "config.json").read_text())
+    for key in ("preset", "data", "des_steps", "z_dim"):
+        assert key in page.cells and str(cfg[key]) in page.cells
+    assert "fid" in page.cells and "42.5" in page.cells
+    assert "http" not in text.lower()
+
+
+def test_report_without_matplotlib(run, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    with pytest.raises(UserError, match=r"needs matplotlib: pip install 'coopnets\[report\]'"):
+        write_report(run, tmp_path / "r.html")
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_progress_grids_are_evenly_spaced(tmp_path):
+    for step in range(10, 110, 10):
+        (tmp_path / f"samples-gen-{step:06d}.png").write_bytes(PNG_MAGIC)
+    (tmp_path / "samples-rev-000050.png").write_bytes(PNG_MAGIC)
+    grids = progress_grids(tmp_path, per_kind=4)
+    assert [s for s, _ in grids["gen"]] == [10, 40, 70, 100]
+    assert [s for s, _ in grids["rev"]] == [50]
