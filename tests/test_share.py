@@ -1,4 +1,5 @@
 """Sharing a run: safe checkpoint loading, safetensors export, the HTML report, their commands."""
+import argparse
 import base64
 import builtins
 import json
@@ -17,6 +18,8 @@ import torch
 import coopnets
 from coopnets import cli
 from coopnets.checkpoint import find_checkpoint, load_checkpoint, load_run, source_dir
+from coopnets.commands import export as export_cmd
+from coopnets.commands import report as report_cmd
 from coopnets.errors import UserError
 from coopnets.export import export_run
 from coopnets.report import progress_grids, write_report
@@ -118,7 +121,6 @@ def test_resume_reads_optimiser_and_rng_states(run_copy):
     assert load_checkpoint(run_copy)["step"] == 3
 
 
-
 # ---- 2. export --------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -207,7 +209,6 @@ def test_export_refuses_to_write_into_a_run_folder(run):
         export_run(run, run)
 
 
-
 # ---- 3. report --------------------------------------------------------------------------------
 
 class Page(HTMLParser):
@@ -273,3 +274,43 @@ def test_progress_grids_are_evenly_spaced(tmp_path):
     grids = progress_grids(tmp_path, per_kind=4)
     assert [s for s, _ in grids["gen"]] == [10, 40, 70, 100]
     assert [s for s, _ in grids["rev"]] == [50]
+
+
+# ---- 4. commands ------------------------------------------------------------------------------
+
+def _command(module, argv):
+    p = argparse.ArgumentParser()
+    module.add_arguments(p)
+    return module.run(p.parse_args(argv))
+
+
+def test_export_command(run, tmp_path, capsys):
+    assert _command(export_cmd, [str(run), "--out", str(tmp_path / "e")]) == 0
+    assert (tmp_path / "e" / "generator.safetensors").is_file()
+    assert str(tmp_path / "e") in capsys.readouterr().out
+
+
+def test_report_command(run, tmp_path):
+    out = tmp_path / "sub" / "r.html"
+    assert _command(report_cmd, [str(run), "--out", str(out)]) == 0
+    assert out.read_text().startswith("<!DOCTYPE html>")
+
+
+@pytest.mark.parametrize("module,extra", [(export_cmd, ["--out", "x"]), (report_cmd, [])])
+def test_commands_bad_input_is_one_line_user_error(tmp_path, module, extra):
+    for bad in (tmp_path / "missing", tmp_path):  # absent, and a folder that is not a run
+        with pytest.raises(UserError) as e:
+            _command(module, [str(bad), *extra])
+        assert "\n" not in str(e.value) and str(bad) in str(e.value)
+
+
+def test_command_modules_do_not_import_torch_at_top():
+    code = ("import sys, importlib.util, pathlib\n"
+            "for name in ('export', 'report'):\n"
+            "    path = pathlib.Path('coopnets/commands') / (name + '.py')\n"
+            "    spec = importlib.util.spec_from_file_location(name, path)\n"
+            "    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)\n"
+            "    assert mod.__doc__ and callable(mod.add_arguments) and callable(mod.run)\n"
+            "assert 'torch' not in sys.modules and 'numpy' not in sys.modules, sorted(sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
