@@ -10,11 +10,12 @@ import importlib
 
 __version__ = "0.1.0"
 
-_EXPORTS = {  # name -> module that defines it
+_EXPORTS = {  # name -> "module" that defines it, or "module:attribute" for an alias
     "Config": "config", "PRESETS": "config", "resolve": "config",
     "train": "training",
     "generate": "sampling",
-    "load_run": "checkpoint",
+    "load_run": "checkpoint", "load": "checkpoint:load_run", "export_run": "export",
+    "write_report": "report",
     "load_images": "data", "asset": "data",
     "evaluate": "evaluation", "load_samples": "evaluation",
     "complete": "completion", "complete_images": "completion",
@@ -33,7 +34,8 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str):
     if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        module, _, attr = _EXPORTS[name].partition(":")
+        value = getattr(importlib.import_module(f".{module}", __name__), attr or name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'coopnets' has no attribute {name!r}")

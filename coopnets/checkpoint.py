@@ -6,11 +6,18 @@
 
 ``latest.pt`` in a run folder is what resuming and sampling read. Every tensor is loaded on
 the CPU (RNG states must stay there); callers move networks and state to their device, which
-is what lets a run saved on a GPU resume or sample on a CPU and the reverse.
+is what lets a run saved on a GPU resume or sample on a CPU and the reverse. Checkpoints are read with
+``torch.load(weights_only=True)``: tensors, containers and plain values only, so a crafted
+file cannot run code. An export folder (``coopnets.export``: ``config.json`` and
+``*.safetensors``) loads wherever a run folder or checkpoint does, without optimiser states.
 """
 from __future__ import annotations
 
+import json
 import os
+import pickle
+import re
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -21,6 +28,7 @@ from .errors import UserError
 from .models import ARCH_VERSION, build_nets
 
 LATEST = "latest.pt"
+EXPORT_FILES = ("config.json", "descriptor.safetensors", "generator.safetensors")
 
 
 def save_checkpoint(obj: dict, path: Path) -> None:
@@ -34,25 +42,65 @@ def save_checkpoint(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def is_export(folder) -> bool:
+    """Whether ``folder`` is an export folder (``generator.safetensors`` beside ``config.json``)."""
+    p = Path(folder)
+    return (p / "generator.safetensors").is_file() and (p / "config.json").is_file()
+
+
 def find_checkpoint(run_or_ckpt) -> Path:
-    """A checkpoint file, or a run folder (its latest.pt)."""
+    """A checkpoint file, a run folder (its latest.pt), or an export folder (its config.json)."""
     p = Path(run_or_ckpt).expanduser()
     if p.is_dir():
-        p = p / LATEST
-        if not p.is_file():
-            raise UserError(f"run folder {p.parent} has no checkpoint yet ({LATEST}); train it first")
+        if (p / LATEST).is_file() or not is_export(p):
+            p = p / LATEST
+            if not p.is_file():
+                raise UserError(f"run folder {p.parent} has no checkpoint yet ({LATEST}); train it first")
+        else:
+            p = p / "config.json"
     elif not p.is_file():
         raise UserError(f"{p} is neither a run folder nor a checkpoint file")
     return p
 
 
+def source_dir(run_or_ckpt) -> Path:
+    """The folder that outputs derived from a run, checkpoint or export go into by default."""
+    return find_checkpoint(run_or_ckpt).parent
+
+
+def _refusal(path: Path, err: Exception) -> str:
+    """One line on why a weights-only load refused ``path``: the global it asked for, if any."""
+    text = str(err)
+    m = re.search(r"\bGLOBAL (\S+) (?:was not an allowed|whose module)", text)
+    if m:
+        return (f"{path} is not a safe coopnets checkpoint: it asks to run code on load "
+                f"({m.group(1)}); it was not loaded")
+    detail = next((ln.strip() for ln in text.splitlines()  # torch's message is a paragraph
+                   if ln.strip() and not re.search(r"weights.only|WeightsUnpickler", ln, re.I)),
+                  type(err).__name__)
+    return (f"{path} is not a safe coopnets checkpoint: a weights-only load refuses it "
+            f"({detail.rstrip('.')}); it was not loaded")
+
+
 def load_checkpoint(run_or_ckpt) -> dict:
-    """The checkpoint dict of a run folder or file, every tensor on the CPU."""
+    """The checkpoint dict of a run folder, ``.pt`` file or export folder, on the CPU
+    (``load_state_dict`` copies into the nets wherever they live; generator RNG states must
+    stay CPU tensors). Loading is weights-only; a file that needs any other global is refused
+    with a UserError and nothing in it runs.
+    """
     path = find_checkpoint(run_or_ckpt)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # a truncated or foreign file
-        raise UserError(f"cannot read checkpoint {path}: {e}") from None
+    if path.name == "config.json" and is_export(path.parent):
+        ckpt = _load_export(path.parent)
+    else:
+        try:
+            with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": not for users
+                warnings.simplefilter("ignore")
+                ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise UserError(_refusal(path, e)) from None
+        except Exception as e:  # a truncated or foreign file
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"cannot read checkpoint {path}: {first}") from None
     if not isinstance(ckpt, dict) or "config" not in ckpt or "generator" not in ckpt:
         raise UserError(f"{path} is not a coopnets checkpoint")
     if ckpt.get("arch_version") != ARCH_VERSION:
@@ -62,13 +110,43 @@ def load_checkpoint(run_or_ckpt) -> dict:
     return ckpt
 
 
+def _load_export(folder: Path) -> dict:
+    """An export folder as a checkpoint dict (config, model fields, the two state_dicts)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    for name in EXPORT_FILES:
+        if not (folder / name).is_file():
+            raise UserError(f"export folder {folder} lacks {name}; export the run again")
+    try:
+        meta = json.loads((folder / "config.json").read_text())
+        model = meta.pop("model")
+        ckpt = {"config": meta, **{k: model[k] for k in ("channels", "image_size", "step")},
+                "arch_version": model.get("arch_version", 1)}
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise UserError(f"{folder / 'config.json'} is not a coopnets export config "
+                        f"({type(e).__name__}: {e})") from None
+    for net in ("descriptor", "generator"):
+        try:
+            ckpt[net] = load_file(folder / f"{net}.safetensors", device="cpu")
+        except (SafetensorError, OSError) as e:
+            raise UserError(f"cannot read {folder / f'{net}.safetensors'}: {e}") from None
+    return ckpt
+
+
 def load_run(run_or_ckpt, device="cpu"):
-    """(config, descriptor, generator, checkpoint dict) of a trained run, nets in eval mode."""
+    """(config, descriptor, generator, checkpoint dict) of a run folder, ``.pt`` file or export
+    folder, nets on ``device`` in eval mode."""
     ckpt = load_checkpoint(run_or_ckpt)
-    cfg = config_from_dict(ckpt["config"])
-    des, gen = build_nets(cfg, ckpt["channels"])
-    des.load_state_dict(ckpt["descriptor"])
-    gen.load_state_dict(ckpt["generator"])
+    where = find_checkpoint(run_or_ckpt)
+    try:
+        cfg = config_from_dict(ckpt["config"])
+        des, gen = build_nets(cfg, ckpt["channels"])
+        des.load_state_dict(ckpt["descriptor"])
+        gen.load_state_dict(ckpt["generator"])
+    except (TypeError, KeyError, RuntimeError, UserError) as e:  # unknown fields, missing keys, other weights
+        line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{where} does not describe coopnets networks this version builds: "
+                        f"{line}") from None
     return cfg, des.to(device).eval(), gen.to(device).eval(), ckpt
 
 

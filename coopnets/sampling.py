@@ -7,6 +7,8 @@ modes:  gen     x = g(z), one ancestral pass of the generator
 """
 from __future__ import annotations
 
+import sys
+
 import torch
 from tqdm.auto import tqdm
 
@@ -59,7 +61,8 @@ def generate(run_or_ckpt, n: int, mode: str = "gen", seed: int = 0, batch_size: 
     image_shape = (ckpt["channels"], size, size)
     steps = des_steps if des_steps is not None else cfg.des_steps * (10 if mode == "des" else 1)
     out = []
-    bar = tqdm(total=n, desc=f"sampling ({mode})", disable=not progress, unit="img")
+    bar = tqdm(total=n, desc=f"sampling ({mode})", unit="img",
+               disable=not progress or not sys.stderr.isatty())  # no \r updates in a log file
     for lo in range(start, start + n, batch_size):
         idx = list(range(lo, min(lo + batch_size, start + n)))
         out.append(sample_batch(des, gen, idx, mode=mode, seed=seed, latent_shape=latent_shape,

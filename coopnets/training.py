@@ -14,6 +14,7 @@ import math
 import re
 import shutil
 import statistics
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -371,8 +372,10 @@ def train(cfg: Config, run_dir: str | Path | None = None, new_run: bool = False)
     nets = Nets(dist.wrap(s.nets.des, device), dist.wrap(s.nets.gen, device), s.nets.opt_des,
                 s.nets.opt_gen, s.nets.latent_shape)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    show = dist.is_main() and cfg.progress
+    plain = show and not sys.stderr.isatty()  # off a terminal: a plain line per log step
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=run_dir.name,
-               disable=not (dist.is_main() and cfg.progress), dynamic_ncols=True)
+               disable=not show or plain, dynamic_ncols=True)
     try:
         for step in bar:
             set_learning_rates(s, step)
@@ -389,6 +392,9 @@ def train(cfg: Config, run_dir: str | Path | None = None, new_run: bool = False)
                     log.stats(done, stats)
                     log.text(f"step {done}: " + "  ".join(f"{k} {v:.4g}" for k, v in stats.items()))
                     bar.set_postfix_str(_postfix(stats))
+                    if plain:
+                        print(f"{run_dir.name} step {done}/{cfg.steps}  {_postfix(stats)}",
+                              file=sys.stderr, flush=True)
             if dist.is_main() and cfg.sample_every and _due(done, cfg.sample_every, cfg.steps):
                 save_progress(s, run_dir, done)
             if ckpt_due:

@@ -134,3 +134,14 @@ def test_a_run_saved_before_a_field_existed_still_resumes():
     assert same_run(old, now) and same_run(now, old)
     assert not same_run(old, dict(now, lr_final=0.1))  # a non-default value is a different run
     assert same_run(now, dict(now, steps=99))  # steps may grow on resume
+
+
+def test_progress_off_a_terminal_is_plain_lines(tmp_path, digits_npz):
+    """In a log file (no terminal) training prints one plain line per log step, no \\r bars."""
+    r = subprocess.run([sys.executable, "-m", "coopnets", "train", "--preset", "smoke", "--data",
+                        str(digits_npz), "--outdir", str(tmp_path), "--steps", "3"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if " step " in ln]
+    assert [ln.split()[2] for ln in lines] == ["1/3", "2/3", "3/3"] and "move" in lines[0]
+    assert "\r" not in r.stderr and "run folder:" in r.stdout

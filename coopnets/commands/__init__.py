@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from ..errors import TrainingDiverged, UserError
-from . import complete, demo, evaluate, interpolate, presets, sample, train
+from . import complete, demo, evaluate, export, interpolate, presets, report, sample, train
 
 COMMANDS = {  # name -> (module, one-line help)
     "train": (train, "train CoopNets / Algorithm D / Algorithm G; resumes when run again"),
@@ -19,6 +19,8 @@ COMMANDS = {  # name -> (module, one-line help)
     "eval": (evaluate, "evaluate samples or a run: FID, KID, IS, Parzen, PSNR, SSIM"),
     "complete": (complete, "complete occluded images with a trained run"),
     "interpolate": (interpolate, "interpolate between latent vectors or images"),
+    "export": (export, "export a run as safetensors + config.json + model card, to share"),
+    "report": (report, "write one offline HTML page of a run: curves, grids, metrics"),
     "demo": (demo, "train stationary CoopNets on the bundled texture (2 CPU minutes)"),
     "presets": (presets, "list the presets and what they set"),
 }

@@ -21,7 +21,7 @@ def add_arguments(p) -> None:
     p.description = ("Complete occluded images with a trained run (Exp 6): infer z from the "
                      "visible pixels, fill the rest with g(z). Writes original.png, "
                      "occluded.png, recovered.png and metrics.json.")
-    p.add_argument("run", help="run folder or checkpoint file")
+    p.add_argument("run", help="run folder, checkpoint file or export folder")
     p.add_argument("--input", required=True, help="images: folder, zip, .npz/.npy or one image file")
     p.add_argument("--mask", required=True, help="m30 | m40 | m50 (random square block of that area), center, "
                    "pixels:F (a random fraction F of pixels), or a mask image (white = visible)")

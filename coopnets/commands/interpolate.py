@@ -12,7 +12,7 @@ from ..errors import UserError
 
 
 def add_arguments(p) -> None:
-    p.add_argument("run", help="run folder or checkpoint file")
+    p.add_argument("run", help="run folder, checkpoint file or export folder")
     p.add_argument("--steps", type=int, default=8, help="images per row, both ends included")
     p.add_argument("--rows", type=int, default=4, help="pairs of random latent vectors")
     p.add_argument("--mode", default="linear", help="linear | slerp")

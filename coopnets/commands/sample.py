@@ -7,7 +7,7 @@ from ..errors import UserError
 
 
 def add_arguments(p) -> None:
-    p.add_argument("run", help="run folder or checkpoint file")
+    p.add_argument("run", help="run folder, checkpoint file or export folder")
     p.add_argument("-n", "--num", type=int, default=64, help="number of samples")
     p.add_argument("--mode", default="revise", help="gen | revise | des (default revise)")
     p.add_argument("--seed", type=int, default=0)
