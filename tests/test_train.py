@@ -148,3 +148,19 @@ def test_runs_saved_with_the_old_field_names_still_load_and_resume(tmp_path, dig
     assert train(cfg_for(digits_npz, tmp_path, steps=3)) == run  # the same run resumes
     assert load_checkpoint(run)["step"] == 3
     assert resolve(None, config_file=str(run / "config.json")).ref_std == old["des_refsig"]
+
+
+def test_checkpoints_load_on_the_cpu_and_resume_across_devices(tmp_path, digits_npz):
+    """What a checkpoint holds is read onto the CPU whatever wrote it (the CUDA resume crash
+    was an RNG state moved to the GPU); a run whose noise generator was a CUDA one resumes on
+    a CPU with a fresh stream of (seed, step), and says so in its log."""
+    run = train(cfg_for(digits_npz, tmp_path, steps=2))
+    ckpt = load_checkpoint(run)
+    assert all(t.device.type == "cpu" and t.dtype == torch.uint8 for t in ckpt["rng"])
+    assert ckpt["rng_device"] == "cpu"
+    ckpt["rng"] = [torch.zeros(16, dtype=torch.uint8)]  # the size of a CUDA Philox state
+    ckpt["rng_device"] = "cuda"
+    save_checkpoint(ckpt, run / LATEST)
+    assert train(cfg_for(digits_npz, tmp_path, steps=3)) == run
+    assert load_checkpoint(run)["step"] == 3
+    assert "noise generator was a cuda one" in (run / "log.txt").read_text()
