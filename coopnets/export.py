@@ -18,6 +18,7 @@ import shlex
 from pathlib import Path
 
 from .checkpoint import LATEST, load_checkpoint, source_dir
+from .config import migrate
 from .errors import UserError
 
 STATS_SHOWN = ("f_gap", "langevin_move", "gen_loss")
@@ -40,7 +41,8 @@ def export_run(run_or_ckpt, out_dir) -> Path:
         save_file(tensors, str(out / f"{net}.safetensors"), metadata={"format": "pt"})
     model = {"channels": ckpt["channels"], "image_size": ckpt["image_size"],
              "arch_version": ckpt["arch_version"], "step": ckpt["step"]}
-    (out / "config.json").write_text(json.dumps({**ckpt["config"], "model": model}, indent=2) + "\n")
+    config = migrate(ckpt["config"])  # today's field names, whatever the run was saved with
+    (out / "config.json").write_text(json.dumps({**config, "model": model}, indent=2) + "\n")
     (out / "README.md").write_text(model_card(ckpt, src, out))
     return out
 
