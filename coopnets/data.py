@@ -211,9 +211,10 @@ class Batches:
         g = generator(sub_seed(self.seed, step))
         return torch.randint(n, (b * world,), generator=g)[rank * b:(rank + 1) * b]
 
-    def batch(self, step: int, rank: int = 0, world: int = 1) -> torch.Tensor:
-        """Float batch in [-1, 1] for this step (and this rank's share of it)."""
-        x = self.images[self.indices(step, rank, world)]
+    def batch(self, step: int, rank: int = 0, world: int = 1, indices=None) -> torch.Tensor:
+        """Float batch in [-1, 1] for this step (and this rank's share of it); ``indices``:
+        this step's ``indices(step, rank, world)`` when the caller already has them."""
+        x = self.images[self.indices(step, rank, world) if indices is None else indices]
         if self.crop:
             gc = generator(sub_seed(self.seed, step * world + rank, CROP))
             h, w = x.shape[-2:]

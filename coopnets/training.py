@@ -379,8 +379,8 @@ def train(cfg: Config, run_dir: str | Path | None = None, new_run: bool = False)
     try:
         for step in bar:
             set_learning_rates(s, step)
-            batch = Batch(batches.batch(step, rank, world).to(device, memory_format=fmt),
-                          batches.indices(step, rank, world))
+            index = batches.indices(step, rank, world)  # one permutation draw per step
+            batch = Batch(batches.batch(step, rank, world, index).to(device, memory_format=fmt), index)
             result = step_fn(nets, batch, s.state, cfg, s.rng)
             s.state, s.samples, done = result.state, result.samples, step + 1
             mon.add(done, result.stats)
