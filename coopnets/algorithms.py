@@ -33,6 +33,7 @@ class Nets:
     opt_des: torch.optim.Optimizer | None = None
     opt_gen: torch.optim.Optimizer | None = None
     latent_shape: tuple = ()
+    reviser: object = None  # optional (x, rng) -> revised x replacing the eager D1 loop
 
 
 class Batch(NamedTuple):
@@ -55,9 +56,22 @@ def floats(stats: dict) -> dict:
     return dict(zip(stats, values))
 
 
-def descriptor_loss(f_obs: torch.Tensor, f_syn: torch.Tensor) -> torch.Tensor:
-    """mean_j f(x̃_j) − mean_i f(x_i): its gradient is minus the log-likelihood gradient."""
-    return f_syn.mean() - f_obs.mean()
+def descriptor_loss(f_obs: torch.Tensor, f_syn: torch.Tensor, gap_limit: float = 0.0) -> torch.Tensor:
+    """mean_j f(x̃_j) − mean_i f(x_i): its gradient is minus the log-likelihood gradient.
+
+    ``gap_limit`` G > 0 adds gap²/(2G) for the gap = mean f(x) − mean f(x̃), so the gradient is
+    (1 − gap/G) times the likelihood gradient: unchanged while |gap| ≪ G, zero at gap = G,
+    reversed above it. The likelihood's fixed point has gap 0 for a positively homogeneous f,
+    so this bounds the runaway in which f separates data from samples faster than Langevin
+    can follow, without moving the fixed point.
+    """
+    gap = f_obs.mean() - f_syn.mean()
+    return -gap + (gap * gap / (2.0 * gap_limit) if gap_limit > 0 else 0.0)
+
+
+def gap_limit(cfg, x: torch.Tensor) -> float:
+    """G in f's units: ``cfg.des_gap_limit`` per pixel in units of 1/s² (0: off)."""
+    return cfg.des_gap_limit * x[0].numel() / (cfg.ref_std * cfg.ref_std)
 
 
 def generator_loss(target: torch.Tensor, g: torch.Tensor, residual_std: float) -> torch.Tensor:
@@ -71,7 +85,8 @@ def unwrap(module):
     return getattr(module, "module", module)
 
 
-def _amp(cfg, device):
+def amp_context(cfg, device):
+    """A factory of the autocast context ``cfg.amp`` asks for (bf16) or of a no-op one."""
     if cfg.amp == "bf16":
         return lambda: torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
     return nullcontext
@@ -82,18 +97,21 @@ def _rms_move(after: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
     return (after - before).flatten(1).pow(2).mean(1).sqrt().mean()
 
 
-def _revise(des, x, cfg, amp, rng):
-    """D1 with the run's settings."""
+def _revise(nets, x, cfg, amp, rng):
+    """D1 with the run's settings (from a CUDA graph when the nets carry a reviser)."""
+    if nets.reviser is not None:
+        return nets.reviser(x, rng)
+    des = nets.des
     return revise(unwrap(des), x, ref_std=cfg.ref_std, steps=cfg.des_steps,
                   step_size=cfg.des_step_size, noise=cfg.des_noise, rng=rng, autocast=amp)
 
 
-def _update_descriptor(des, opt, x_obs, x_syn, amp) -> dict:
+def _update_descriptor(des, opt, x_obs, x_syn, amp, limit: float = 0.0) -> dict:
     """D2: one pass over the observed and synthesized examples together (independent rows)."""
     with amp():
         f = des(torch.cat([x_obs, x_syn]))
     f_obs, f_syn = f[: len(x_obs)], f[len(x_obs):]
-    loss = descriptor_loss(f_obs, f_syn)
+    loss = descriptor_loss(f_obs, f_syn, limit)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -128,12 +146,12 @@ def descriptor_chain_start(cfg, x_obs, chains, rng):
 
 def descriptor_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> StepResult:
     """Algorithm D. ``state["chains"]``: the persistent chains (des_init persistent)."""
-    amp = _amp(cfg, batch.x.device)
+    amp = amp_context(cfg, batch.x.device)
     x_init = descriptor_chain_start(cfg, batch.x, state.get("chains"), rng)
     # D1: l_D Langevin steps of the descriptor from x_init.
-    x_syn = _revise(nets.des, x_init, cfg, amp, rng)
+    x_syn = _revise(nets, x_init, cfg, amp, rng)
     # D2: θ ← θ + lr · (mean ∂f(x_i)/∂θ − mean ∂f(x̃_j)/∂θ).
-    stats = _update_descriptor(nets.des, nets.opt_des, batch.x, x_syn, amp)
+    stats = _update_descriptor(nets.des, nets.opt_des, batch.x, x_syn, amp, gap_limit(cfg, batch.x))
     stats["langevin_move"] = _rms_move(x_syn, x_init)
     state = {**state, "chains": x_syn if cfg.des_init == "persistent" else None}
     return StepResult(stats, state, {"x_syn": x_syn})
@@ -142,7 +160,7 @@ def descriptor_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> Ste
 def abp_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> StepResult:
     """Algorithm G (alternating back-propagation). ``state["latents"]`` holds one latent per
     training example (warm starts), updated in place at ``batch.index``."""
-    amp = _amp(cfg, batch.x.device)
+    amp = amp_context(cfg, batch.x.device)
     latents = state["latents"]
     z = latents[batch.index].to(batch.x.device)
     # G1: l_G Langevin steps of z under the posterior p(z | x; α), warm-started.
@@ -158,18 +176,18 @@ def abp_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> StepResult
 
 def coop_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> StepResult:
     """CoopNets (MCMC teaching); carries no state between steps."""
-    x_obs, amp, reuse = batch.x, _amp(cfg, batch.x.device), cfg.gen_steps == 0
+    x_obs, amp, reuse = batch.x, amp_context(cfg, batch.x.device), cfg.gen_steps == 0
     # G0: ẑ ~ N(0, I), x̂ = g(ẑ). With l_G = 0 the graph is kept so that G2 reuses it.
     z = randn((cfg.num_chains, *nets.latent_shape), rng, x_obs.device)
     with amp(), torch.set_grad_enabled(reuse):
         x_gen = (nets.gen if reuse else unwrap(nets.gen))(z)
     # D1: l_D Langevin steps of the descriptor starting from x̂ -> revised x̃.
-    x_rev = _revise(nets.des, x_gen.float(), cfg, amp, rng)
+    x_rev = _revise(nets, x_gen.float(), cfg, amp, rng)
     # G1 (optional): l_G Langevin steps of z towards x̃ -> z̃ (else z̃ = ẑ, known).
     if not reuse:
         z = _infer_z(nets.gen, x_rev, z, cfg, amp, rng)
     # D2: update θ with observed {x_i} against revised {x̃_j}.
-    stats = _update_descriptor(nets.des, nets.opt_des, x_obs, x_rev, amp)
+    stats = _update_descriptor(nets.des, nets.opt_des, x_obs, x_rev, amp, gap_limit(cfg, x_obs))
     # G2: update α to reproduce x̃ from z̃ (reusing the G0 forward pass when z̃ = ẑ).
     if reuse:
         x_fit = x_gen

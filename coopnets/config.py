@@ -40,6 +40,7 @@ class Config:
     des_noise: bool = True
     des_lr: float = 0.01
     des_beta1: float = 0.5
+    des_gap_limit: float = 0.0  # bound f(data) − f(syn) (per pixel, units of 1/s²); 0: the paper
     des_init: str = "noise"  # Algorithm D chains: noise | persistent | data
     # generator: Langevin on z (G1) and learning (G2) --------------------------------------------
     gen_steps: int = 0  # l_G; 0 uses the generated latents as they are
@@ -57,6 +58,9 @@ class Config:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "none"  # none | bf16 (networks under autocast; Langevin state stays float32)
     channels_last: bool = False  # NHWC memory format (try on GPUs; slower for small CPU nets)
+    compile: str = "none"  # none | inductor | aot_eager: torch.compile the networks (coopnets.fast)
+    cuda_graphs: bool = False  # replay descriptor revision (D1) from a CUDA graph (CUDA only)
+    tf32: bool = True  # CUDA: TF32 matrix multiplies (cuDNN convolutions use TF32 by default)
     # output -----------------------------------------------------------------------------
     outdir: str = "runs"
     log_every: int = 10
@@ -77,6 +81,8 @@ class Config:
         need(self.algorithm != "abp" or self.gen_steps > 0,
              "--algorithm abp infers each latent by Langevin: set --gen-steps to 1 or more (e.g. 10)")
         need(self.amp in ("none", "bf16"), f"--amp must be none or bf16, got {self.amp!r}")
+        need(self.compile in ("none", "inductor", "aot_eager"),
+             f"--compile must be none, inductor or aot_eager, got {self.compile!r}")
         need(self.channels in (0, 1, 3), f"--channels must be 0, 1 or 3, got {self.channels}")
         for name in ("batch_size", "num_chains", "steps", "des_width", "gen_width", "z_dim",
                      "log_every", "grid_size"):
@@ -86,6 +92,7 @@ class Config:
             need(getattr(self, name) >= 0, f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
         for name in ("des_step_size", "ref_std", "gen_step_size", "residual_std", "des_lr", "gen_lr"):
             need(getattr(self, name) > 0, f"--{_flag(name)} must be positive, got {getattr(self, name)}")
+        need(self.des_gap_limit >= 0, f"--des-gap-limit must be >= 0, got {self.des_gap_limit}")
         need(0 < self.lr_final <= 1, f"--lr-final must be in (0, 1], got {self.lr_final}")
         for name in ("des_beta1", "gen_beta1"):
             need(0 <= getattr(self, name) < 1, f"--{_flag(name)} must be in [0, 1), got {getattr(self, name)}")
@@ -94,7 +101,8 @@ class Config:
 
 # Fields that do not change what a run computes: a changed value still resumes the run.
 RESUME_IGNORES = {"steps", "log_every", "sample_every", "ckpt_every", "snapshot_every",
-                  "progress", "device", "outdir", "channels_last"}
+                  "progress", "device", "outdir", "channels_last", "compile", "cuda_graphs",
+                  "tf32"}
 
 _CPU = dict(device="auto", log_every=5, sample_every=50, ckpt_every=50)
 

@@ -32,9 +32,17 @@ def langevin(log_prob: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, 
     for _ in range(n_steps):
         x.requires_grad_(True)
         (grad,) = torch.autograd.grad(log_prob(x).sum(), x)
-        x = x.detach().add_(grad, alpha=half_sq)
-        if noise:
-            x.add_(randn(x.shape, generator, x.device), alpha=step_size)
+        u = randn(x.shape, generator, x.device) if noise else None
+        x = langevin_update(x.detach(), grad, half_sq, u, step_size)
+    return x
+
+
+def langevin_update(x: torch.Tensor, grad: torch.Tensor, half_sq: float, u, step_size: float):
+    """One update x + (δ²/2) grad + δ u in place on x (u = None: no noise). The eager loop and
+    the CUDA-graphed one (coopnets.fast) share it, so they compute the same numbers."""
+    x.add_(grad, alpha=half_sq)
+    if u is not None:
+        x.add_(u, alpha=step_size)
     return x
 
 

@@ -24,7 +24,8 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed as dist
-from .algorithms import STEPS, Batch, Nets, floats, unwrap
+from . import fast
+from .algorithms import STEPS, Batch, Nets, amp_context, floats, unwrap
 from .checkpoint import LATEST, config_dict, load_checkpoint, save_checkpoint
 from .config import Config, save_config, same_run
 from .data import Batches, load_images
@@ -120,9 +121,12 @@ def build_session(cfg: Config, images: torch.Tensor, device: torch.device) -> Se
     des, gen = des.to(memory_format=fmt), gen.to(memory_format=fmt)
     latent_shape = gen.latent_shape(size)
     des(torch.zeros(1, channels, size, size, device=device))  # size check, one clear error
+    fused = device.type == "cuda"  # one kernel per update instead of one per tensor
     nets = Nets(des, gen,
-                torch.optim.Adam(des.parameters(), cfg.des_lr, betas=(cfg.des_beta1, 0.999)),
-                torch.optim.Adam(gen.parameters(), cfg.gen_lr, betas=(cfg.gen_beta1, 0.999)),
+                torch.optim.Adam(des.parameters(), cfg.des_lr, betas=(cfg.des_beta1, 0.999),
+                                 fused=fused),
+                torch.optim.Adam(gen.parameters(), cfg.gen_lr, betas=(cfg.gen_beta1, 0.999),
+                                 fused=fused),
                 latent_shape)
     state: dict = {"chains": None, "latents": None}
     if cfg.algorithm == "abp":  # one persistent latent per training example (warm starts)
@@ -351,10 +355,26 @@ def open_run(s: Session, run_dir: Path, start: int, n_images: int) -> RunLog:
     return log
 
 
+def step_nets(s: Session) -> Nets:
+    """The session's networks as a step uses them: compiled (``--compile``), DDP-wrapped under
+    torchrun, with a CUDA-graphed revision (``--cuda-graphs``). Checkpoints keep using the plain
+    modules, which share the parameters."""
+    cfg, des, gen = s.cfg, *s.modules
+    des, gen = fast.compile_module(des, cfg.compile), fast.compile_module(gen, cfg.compile)
+    reviser = None
+    if cfg.cuda_graphs and s.device.type == "cuda" and cfg.algorithm != "abp":
+        reviser = fast.GraphedRevision(des, ref_std=cfg.ref_std, steps=cfg.des_steps,
+                                       step_size=cfg.des_step_size, noise=cfg.des_noise,
+                                       autocast=amp_context(cfg, s.device))
+    return Nets(dist.wrap(des, s.device), dist.wrap(gen, s.device), s.nets.opt_des,
+                s.nets.opt_gen, s.nets.latent_shape, reviser)
+
+
 # ---- the loop -----------------------------------------------------------------------------------
 def train(cfg: Config, run_dir: str | Path | None = None, new_run: bool = False) -> Path:
     """Train (or resume) a run; returns its folder."""
     device = dist.init(cfg.device)
+    fast.configure_device(cfg, device)
     rank, world = dist.rank(), dist.world()
     images = load_training_images(cfg)
     batches = Batches(images, cfg.batch_size, cfg.seed, cfg.crop_size)
@@ -369,8 +389,9 @@ def train(cfg: Config, run_dir: str | Path | None = None, new_run: bool = False)
         log.text(f"note: {note}")
     mon, step_fn = Monitor(run_dir), STEPS[cfg.algorithm]
     mon.last_ckpt = start or None
-    nets = Nets(dist.wrap(s.nets.des, device), dist.wrap(s.nets.gen, device), s.nets.opt_des,
-                s.nets.opt_gen, s.nets.latent_shape)
+    nets = step_nets(s)
+    if (why := fast.describe(cfg, device)):
+        log.text(f"fast path: {why}")
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     show = dist.is_main() and cfg.progress
     plain = show and not sys.stderr.isatty()  # off a terminal: a plain line per log step

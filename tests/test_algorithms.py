@@ -162,3 +162,15 @@ def test_coop_steps_learn_two_modes():
         gaps.append(float(stats["f_gap"]))
     assert dist_to_data() < 0.5 * start
     assert sum(gaps[:10]) / 10 > 0  # the descriptor tells data from the revised samples
+
+
+def test_gap_limit_scales_the_likelihood_gradient_by_one_minus_gap_over_g():
+    """descriptor_loss with G: d loss / d f_obs_i = -(1 - gap/G)/n, d/d f_syn_j = (1 - gap/G)/m;
+    without G it is the plain likelihood gradient."""
+    from coopnets.algorithms import descriptor_loss
+    for limit, factor in ((0.0, 1.0), (10.0, 1 - 4.0 / 10.0), (2.0, 1 - 4.0 / 2.0)):
+        f_obs = torch.tensor([5.0, 7.0], requires_grad=True)   # mean 6
+        f_syn = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)  # mean 2: gap 4
+        descriptor_loss(f_obs, f_syn, limit).backward()
+        torch.testing.assert_close(f_obs.grad, torch.full((2,), -factor / 2))
+        torch.testing.assert_close(f_syn.grad, torch.full((3,), factor / 3))

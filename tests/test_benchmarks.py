@@ -12,6 +12,7 @@ from conftest import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import bench_mnist  # noqa: E402
+import bench_step  # noqa: E402
 import bench_textures  # noqa: E402
 from common import training_seconds  # noqa: E402
 
@@ -95,3 +96,22 @@ def test_a_diverged_run_is_reported_and_its_last_checkpoint_scored(digits_npz, t
     assert np.isfinite(results["real"]["parzen"])  # the real-data ceiling row
     result = results["coop"]
     assert result["step"] == 2 and np.isfinite(result["scores"]["revise"]["parzen"])
+
+
+def test_bench_step_prints_eager_and_fast_side_by_side(capsys):
+    """The step benchmark runs today's step functions (it once called a removed signature) and
+    prints each mode beside eager with the ratio; aot_eager stands in for inductor here."""
+    import coopnets.fast as fast
+    real = fast.compile_module
+    fast.compile_module = lambda m, backend: real(m, "aot_eager")
+    try:
+        rc = bench_step.main(["--presets", "smoke", "--modes", "eager", "compile", "--repeats", "1",
+                              "--threads", "1", "--peak-seconds", "0.05"])
+    finally:
+        fast.compile_module = real
+    out = capsys.readouterr().out
+    assert rc == 0
+    rows = [line.split() for line in out.splitlines() if line.startswith("smoke")]
+    assert [r[1] for r in rows] == ["eager", "compile"]
+    assert rows[0][6] == "1.00x" and rows[1][6].endswith("x")
+    assert float(rows[1][5]) > 0 and "vs port" in out

@@ -1,0 +1,92 @@
+"""The fast path (coopnets.fast) computes the same algorithm as the eager one."""
+import pytest
+import torch
+
+from coopnets import fast
+from coopnets.algorithms import Batch, Nets, coop_step
+from coopnets.checkpoint import load_checkpoint
+from coopnets.config import resolve
+from coopnets.langevin import revise
+from coopnets.models import build_nets
+from coopnets.training import build_session, step_nets, train
+
+
+def _des():
+    torch.manual_seed(0)
+    return build_nets(resolve("smoke", data="-"), 1)[0]
+
+
+def test_revision_body_with_predrawn_noise_equals_revise_bit_for_bit():
+    """What a CUDA graph captures (the loop over pre-drawn noise) is the eager loop exactly:
+    the noise is drawn in the same order from the same generator."""
+    des, x = _des(), torch.rand(6, 1, 28, 28) * 2 - 1
+    kw = dict(ref_std=0.016, step_size=0.002)
+    eager = revise(des, x, steps=4, rng=torch.Generator().manual_seed(3), **kw)
+    noise = fast.draw_noise(4, x.shape, torch.Generator().manual_seed(3), x.device)
+    x0 = x.clone()
+    body = fast.revision_body(des, x, noise, **kw)
+    assert torch.equal(body, eager)
+    assert torch.equal(x, x0)  # the static input is not modified
+    assert not torch.equal(eager, x)
+
+
+def test_graphed_revision_off_cuda_is_the_eager_revision():
+    des, x = _des(), torch.rand(5, 1, 28, 28) * 2 - 1
+    g = fast.GraphedRevision(des, ref_std=0.016, steps=3, step_size=0.002)
+    a = g(x, torch.Generator().manual_seed(1))
+    b = revise(des, x, ref_std=0.016, steps=3, step_size=0.002, rng=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and not g.graphs
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+def test_graphed_revision_on_cuda_equals_eager():
+    des, x = _des().cuda(), (torch.rand(8, 1, 28, 28) * 2 - 1).cuda()
+    g = fast.GraphedRevision(des, ref_std=0.016, steps=5, step_size=0.002)
+    for seed in (0, 1):  # the second call replays the captured graph
+        rng = torch.Generator("cuda").manual_seed(seed)
+        a = g(x, rng)
+        b = revise(des, x, ref_std=0.016, steps=5, step_size=0.002,
+                   rng=torch.Generator("cuda").manual_seed(seed))
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert len(g.graphs) == 1
+
+
+def test_compiled_coop_step_equals_eager(smoke_data):
+    """torch.compile (aot_eager: the same autograd graph capture as inductor, no code
+    generation) through step_nets: the same samples and updates as the eager step."""
+    from coopnets.data import load_images
+    cfg_e = resolve("smoke", data=str(smoke_data), des_steps=3)
+    cfg_c = resolve("smoke", data=str(smoke_data), des_steps=3, compile="aot_eager")
+    images = load_images(str(smoke_data), "auto", 0, False, 0, "", "")
+    x = images[:8].float() / 127.5 - 1
+    out = []
+    for cfg in (cfg_e, cfg_c):
+        s = build_session(cfg, images, torch.device("cpu"))
+        nets = step_nets(s)
+        r = coop_step(nets, Batch(x), {}, cfg, torch.Generator().manual_seed(5))
+        out.append((r, [p.detach().clone() for p in s.modules[0].parameters()]))
+    (re, pe), (rc, pc) = out
+    torch.testing.assert_close(rc.samples["x_rev"], re.samples["x_rev"], rtol=1e-4, atol=1e-5)
+    for a, b in zip(pe, pc):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_compiled_run_checkpoints_plain_module_names(smoke_data, tmp_path):
+    run = train(resolve("smoke", data=str(smoke_data), outdir=str(tmp_path), compile="aot_eager",
+                        progress=False))
+    ckpt = load_checkpoint(run)
+    assert not any("_orig_mod" in k for k in ckpt["descriptor"]), "compiled names leaked"
+    assert "fast path: networks compiled (aot_eager)" in (run / "log.txt").read_text()
+    des, gen = build_nets(resolve("smoke", data="-"), 1)
+    des.load_state_dict(ckpt["descriptor"])  # loads into an uncompiled network
+
+
+def test_fast_options_do_not_split_runs(smoke_data, tmp_path):
+    """--compile and --cuda-graphs change how, not what: the same command with them resumes."""
+    from coopnets.config import same_run
+    from coopnets.checkpoint import config_dict
+    a = config_dict(resolve("smoke", data=str(smoke_data)))
+    b = config_dict(resolve("smoke", data=str(smoke_data), compile="inductor", cuda_graphs=True))
+    assert same_run(a, b)
+    with pytest.raises(Exception, match="--compile must be"):
+        resolve("smoke", data="-", compile="fast")
