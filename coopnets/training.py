@@ -363,7 +363,8 @@ def open_run(s: Session, run_dir: Path, start: int, n_images: int) -> RunLog:
     dist.barrier()
     log = RunLog(run_dir, dist.is_main())
     log.text(f"{'resumed at step ' + str(start) if start else 'started'}: {run_dir} on {s.device}, "
-             f"{dist.world()} process(es), {n_images} images {s.channels}x{s.size}x{s.size}, "
+             f"{dist.world()} process(es), {n_images} {'videos' if s.frames else 'images'} "
+             f"{s.channels}x{str(s.frames) + 'x' if s.frames else ''}{s.size}x{s.size}, "
              f"torch {torch.__version__}")
     return log
 

@@ -121,16 +121,16 @@ def test_dyntex_cpu_smoke_run_through_the_cli_writes_gifs(tmp_path, capsys):
     (run,) = runs.iterdir()
     for stem in ("samples-gen-000002", "samples-rev-000002"):
         with Image.open(run / f"{stem}.gif") as im:
-            assert im.n_frames == 16 and im.size == (2 * 48 + 2, 48)  # 2 chains side by side
+            assert im.n_frames == 8 and im.size == (4 * 32 + 3 * 2, 32)  # 4 side by side
         assert (run / f"{stem}.png").is_file()
     assert main(["sample", str(run), "-n", "2", "--frames", "32", "--size", "64",
                  "--out", str(tmp_path / "long.gif")]) == 0
     with Image.open(tmp_path / "long.gif") as im:
         assert im.n_frames == 32 and im.size == (2 * 64 + 2, 64)  # longer and larger than trained
     assert main(["sample", str(run), "-n", "1", "--out", str(tmp_path / "s.mp4")]) == 0
-    assert load_videos(tmp_path / "s.mp4").shape == (1, 3, 16, 48, 48)
+    assert load_videos(tmp_path / "s.mp4").shape == (1, 3, 8, 32, 32)
     assert main(["sample", str(run), "-n", "2", "--mode", "gen", "--out", str(tmp_path / "s.npz")]) == 0
-    assert np.load(tmp_path / "s.npz")["samples"].shape == (2, 16, 48, 48, 3)
+    assert np.load(tmp_path / "s.npz")["samples"].shape == (2, 8, 32, 32, 3)
 
 
 def test_lds_reproduces_the_linear_system_it_was_fitted_to():

@@ -42,7 +42,10 @@ class VideoDescriptorSpec:
 class VideoGeneratorSpec:
     widths: tuple  # width multiples of the hidden layers, coarse to fine
     strides: tuple  # one (t, h, w) stride per transposed convolution (len(widths) + 1 of them)
-    kernel: tuple = (3, 5, 5)  # (t, h, w) kernel of every transposed convolution (odd sizes)
+    # (t, h, w) kernel of every transposed convolution; None: 4 along a stride-2 axis and 3
+    # along a stride-1 axis, so that every output voxel gets the same number of kernel taps
+    # (no checkerboard from uneven overlap, as a 5-tap kernel at stride 2 gives)
+    kernel: tuple | None = None
 
     def build(self, channels: int, width: int, z_dim: int, norm: str) -> "VideoGenerator":
         return VideoGenerator(self, channels, width, z_dim, norm)
@@ -81,12 +84,13 @@ class VideoGenerator(nn.Module):
         if len(spec.strides) != len(spec.widths) + 1:
             raise ValueError("a VideoGeneratorSpec needs one stride per layer")
         self.spec, self.z_dim = spec, z_dim
-        k = _triple(spec.kernel)
 
         def up(c_in, c_out, s):
             s = _triple(s)
-            return nn.ConvTranspose3d(c_in, c_out, k, s, tuple(i // 2 for i in k),
-                                      output_padding=tuple(i - 1 for i in s))
+            k = _triple(spec.kernel) if spec.kernel else tuple(3 if i == 1 else 2 * i for i in s)
+            pad = tuple((ki - si + 1) // 2 for ki, si in zip(k, s))  # output = input * stride:
+            extra = tuple(2 * p - (ki - si) for p, ki, si in zip(pad, k, s))  # k - s - 2p + op = 0
+            return nn.ConvTranspose3d(c_in, c_out, k, s, pad, output_padding=extra)
 
         layers, c = [], z_dim
         for mult, s in zip(spec.widths, spec.strides):
