@@ -131,6 +131,11 @@ def test_dyntex_cpu_smoke_run_through_the_cli_writes_gifs(tmp_path, capsys):
     assert load_videos(tmp_path / "s.mp4").shape == (1, 3, 8, 32, 32)
     assert main(["sample", str(run), "-n", "2", "--mode", "gen", "--out", str(tmp_path / "s.npz")]) == 0
     assert np.load(tmp_path / "s.npz")["samples"].shape == (2, 8, 32, 32, 3)
+    # checkpointed the same way: an export folder samples the same video as the run
+    assert main(["export", str(run), "--out", str(tmp_path / "exp")]) == 0
+    assert main(["sample", str(tmp_path / "exp"), "-n", "2", "--mode", "gen",
+                 "--out", str(tmp_path / "e.npz")]) == 0
+    assert np.array_equal(np.load(tmp_path / "e.npz")["samples"], np.load(tmp_path / "s.npz")["samples"])
 
 
 def test_lds_reproduces_the_linear_system_it_was_fitted_to():
