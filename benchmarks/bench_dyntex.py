@@ -14,7 +14,9 @@ noise (seeds 0 and 1), clipped to [0, 255]. The protocol of ``coopnets.metrics.v
 scores both: frame t against frame t, averaged over frames, then syntheses, then clips.
 "mean frame" (the observed clip's temporal mean, repeated: not a synthesis) shows what the
 protocol gives a video that does not move. Outputs: ``<out>/<clip>.gif`` (observed | ours 1 |
-ours 2), ``<out>/<clip>.png`` (rows: observed, ours 1, ours 2, LDS 1), ``<out>/table5.json``.
+ours 2), ``<out>/<clip>-gen.gif`` (the same with generator samples before revision),
+``<out>/<clip>.png`` (rows: observed, ours 1, ours 2, generator 1, generator 2, LDS 1), and
+``<out>/table5.json``. Runs already trained (same config in ``--outdir``) are not retrained.
 """
 from __future__ import annotations
 
@@ -73,6 +75,8 @@ def run_clip(name: str, path: Path, args) -> dict:
     t1 = time.perf_counter()
     ours = coopnets.generate(run, 2, mode="revise", seed=0, frames=args.frames, size=args.size,
                              progress=False)
+    ours_gen = coopnets.generate(run, 2, mode="gen", seed=0, frames=args.frames, size=args.size,
+                                 progress=False)  # the same latents, before revision
     sample_s = time.perf_counter() - t1
     t2 = time.perf_counter()
     lds = fit_lds(observed, n=args.lds_states)
@@ -81,12 +85,14 @@ def run_clip(name: str, path: Path, args) -> dict:
     lds_s = time.perf_counter() - t2
     mean = observed.double().mean(1, keepdim=True).round().to(torch.uint8).expand_as(observed)
     scores = {"ours": video_scores(to_uint8(ours), observed),
+              "ours_gen": video_scores(to_uint8(ours_gen), observed),
               "lds": video_scores(torch.stack(lds_u8), observed),
               "mean_frame": video_scores(mean.contiguous()[None], observed)}
     out = Path(args.out)
     obs_f = to_float(observed)[None]
     save_gif(torch.cat([obs_f, ours]), out / f"{name}.gif")
-    save_strip(torch.cat([obs_f, ours, to_float(lds_u8[0])[None]]), out / f"{name}.png")
+    save_gif(torch.cat([obs_f, ours_gen]), out / f"{name}-gen.gif")
+    save_strip(torch.cat([obs_f, ours, ours_gen, to_float(lds_u8[0])[None]]), out / f"{name}.png")
     return {"clip": name, "run": str(run), "train_min": training_seconds(run) / 60,
             "wall_min": wall / 60, "sample_s": sample_s, "lds_s": lds_s,
             "lds_spectral_radius": lds.spectral_radius(),
@@ -120,15 +126,19 @@ def main(argv=None) -> int:
     allr = list(old.values())
     print(f"\ncommit {code_version()}, preset {args.preset}, {args.frames} frames of "
           f"{args.size}x{args.size}, clips: {', '.join(r['clip'] for r in allr)}\n")
-    print("| clip | ours PSNR | ours SSIM | LDS PSNR | LDS SSIM | mean-frame PSNR | mean-frame SSIM | train min |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| clip | ours PSNR | ours SSIM | generator PSNR | generator SSIM | LDS PSNR | LDS SSIM "
+          "| mean-frame PSNR | mean-frame SSIM | train min |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in allr:
-        print(f"| {r['clip']} | {r['ours_psnr']:.2f} | {r['ours_ssim']:.3f} | {r['lds_psnr']:.2f} | "
+        g = (f"{r['ours_gen_psnr']:.2f} | {r['ours_gen_ssim']:.3f}" if "ours_gen_psnr" in r else "|")
+        print(f"| {r['clip']} | {r['ours_psnr']:.2f} | {r['ours_ssim']:.3f} | {g} | {r['lds_psnr']:.2f} | "
               f"{r['lds_ssim']:.3f} | {r['mean_frame_psnr']:.2f} | {r['mean_frame_ssim']:.3f} | "
               f"{r['train_min']:.1f} |")
     avg = {k: float(np.mean([r[k] for r in allr])) for k in allr[0] if k.endswith(("psnr", "ssim"))}
+    gen = (f"| CoopNets generator alone (ours) | {avg['ours_gen_psnr']:.2f} | "
+           f"{avg['ours_gen_ssim']:.3f} |\n" if "ours_gen_psnr" in avg else "")
     print(f"\n| model | PSNR | SSIM |\n|---|---|---|\n| CoopNets (ours, {len(allr)} clips) | "
-          f"{avg['ours_psnr']:.2f} | {avg['ours_ssim']:.3f} |\n| LDS (ours, same protocol) | "
+          f"{avg['ours_psnr']:.2f} | {avg['ours_ssim']:.3f} |\n{gen}| LDS (ours, same protocol) | "
           f"{avg['lds_psnr']:.2f} | {avg['lds_ssim']:.3f} |\n| mean frame (not a synthesis) | "
           f"{avg['mean_frame_psnr']:.2f} | {avg['mean_frame_ssim']:.3f} |")
     for label, p, s in PAPER:
