@@ -14,8 +14,7 @@ noise (seeds 0 and 1), clipped to [0, 255]. The protocol of ``coopnets.metrics.v
 scores both: frame t against frame t, averaged over frames, then syntheses, then clips.
 "mean frame" (the observed clip's temporal mean, repeated: not a synthesis) shows what the
 protocol gives a video that does not move. Outputs: ``<out>/<clip>.gif`` (observed | ours 1 |
-ours 2), ``<out>/<clip>-gen.gif`` (the same with generator samples before revision),
-``<out>/<clip>.png`` (rows: observed, ours 1, ours 2, generator 1, generator 2, LDS 1), and
+ours 2), ``<out>/<clip>.png`` (rows: observed, ours 1, ours 2, generator 1, generator 2, LDS 1), and
 ``<out>/table5.json``. Runs already trained (same config in ``--outdir``) are not retrained.
 """
 from __future__ import annotations
@@ -91,7 +90,6 @@ def run_clip(name: str, path: Path, args) -> dict:
     out = Path(args.out)
     obs_f = to_float(observed)[None]
     save_gif(torch.cat([obs_f, ours]), out / f"{name}.gif")
-    save_gif(torch.cat([obs_f, ours_gen]), out / f"{name}-gen.gif")
     save_strip(torch.cat([obs_f, ours, ours_gen, to_float(lds_u8[0])[None]]), out / f"{name}.png")
     return {"clip": name, "run": str(run), "train_min": training_seconds(run) / 60,
             "wall_min": wall / 60, "sample_s": sample_s, "lds_s": lds_s,
