@@ -33,6 +33,7 @@ class VideoDescriptorSpec:
     top: int  # outputs of the top 3-D convolution, summed over channels, frames and positions
     top_kernel: int = 3
     stationary: bool = True  # always: f sums over all frames and positions
+    size: int | None = None  # no required input size (as DescriptorSpec.size for stationary nets)
 
     def build(self, channels: int, width: int) -> "VideoDescriptor":
         return VideoDescriptor(self, channels, width)
