@@ -121,7 +121,7 @@ def _load_export(folder: Path) -> dict:
         meta = json.loads((folder / "config.json").read_text())
         model = meta.pop("model")
         ckpt = {"config": meta, **{k: model[k] for k in ("channels", "image_size", "step")},
-                "arch_version": model.get("arch_version", 1)}
+                "arch_version": model.get("arch_version", 1), "frames": model.get("frames", 0)}
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
         raise UserError(f"{folder / 'config.json'} is not a coopnets export config "
                         f"({type(e).__name__}: {e})") from None

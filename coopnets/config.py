@@ -18,14 +18,19 @@ class Config:
     preset: str = ""
     algorithm: str = "coop"  # coop (CoopNets) | descriptor (Algorithm D) | abp (Algorithm G)
     # data -------------------------------------------------------------------------------
-    data: str = ""  # folder, zip, .npz/.npy, IDX file or a single texture image
-    data_kind: str = "auto"  # auto | folder | zip | mnist | array | texture
+    data: str = ""  # folder, zip, .npz/.npy, IDX file, a single texture image, or a video
+    data_kind: str = "auto"  # auto | folder | zip | mnist | array | texture | video
     data_key: str = ""  # which array of an .npz (default x_train, or the only one)
     subset: str = ""  # START:STOP, e.g. 0:50000 for MNIST's training part
     image_size: int = 0  # resize to a square of this size (0: keep the data's size)
     center_crop: bool = False  # centre-crop to a square before resizing
     channels: int = 0  # 1 or 3 to convert; 0 keeps the data's
     crop_size: int = 0  # train on random crops of this size (textures); 0: whole images
+    # videos (data_kind video: .avi/.mp4/.gif, a folder of frames, or a video .npy/.npz) --------
+    frames: int = 0  # frames to load from each video (0: all)
+    frame_start: int = 0  # first frame loaded
+    frame_stride: int = 1  # load every k-th frame
+    crop_frames: int = 0  # train on random runs of this many frames; 0: all loaded frames
     # networks ---------------------------------------------------------------------------
     des_net: str = "img64"  # see nets.DESCRIPTORS
     gen_net: str = "img64"  # see nets.GENERATORS
@@ -88,11 +93,12 @@ class Config:
                      "log_every", "grid_size"):
             need(getattr(self, name) > 0, f"--{_flag(name)} must be positive, got {getattr(self, name)}")
         for name in ("des_steps", "gen_steps", "image_size", "crop_size", "sample_every",
-                     "ckpt_every", "snapshot_every"):
+                     "ckpt_every", "snapshot_every", "frames", "frame_start", "crop_frames"):
             need(getattr(self, name) >= 0, f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
         for name in ("des_step_size", "ref_std", "gen_step_size", "residual_std", "des_lr", "gen_lr"):
             need(getattr(self, name) > 0, f"--{_flag(name)} must be positive, got {getattr(self, name)}")
         need(self.des_gap_limit >= 0, f"--des-gap-limit must be >= 0, got {self.des_gap_limit}")
+        need(self.frame_stride >= 1, f"--frame-stride must be >= 1, got {self.frame_stride}")
         need(0 < self.lr_final <= 1, f"--lr-final must be in (0, 1], got {self.lr_final}")
         for name in ("des_beta1", "gen_beta1"):
             need(0 <= getattr(self, name) < 1, f"--{_flag(name)} must be in [0, 1), got {getattr(self, name)}")
@@ -153,6 +159,26 @@ PRESETS: dict[str, dict] = {
     # Exp 5, Fig. 8b and Table 3 (FID: generator 64.30, descriptor 35.42): LSUN bedrooms 256.
     "lsun-256": dict(des_net="img256", gen_net="img256", image_size=256, center_crop=True,
                      batch_size=64, num_chains=64, des_steps=10, steps=200000),
+    # Exp 7, Fig. 10 and Table 5 (PSNR 19.41, SSIM 0.599): spatial-temporal CoopNets on one
+    # dynamic-texture clip, 64 frames of 128x128 as the released code trains, with its Langevin
+    # settings (s = 0.016, δ = 0.002, 10 steps) and learning rates; for a GPU.
+    "dyntex": dict(data_kind="video", image_size=128, center_crop=True, frames=64,
+                   des_net="dyntex", gen_net="dyntex", des_width=64, gen_width=64, z_dim=64,
+                   batch_size=1, num_chains=4, des_steps=10, des_step_size=0.002,
+                   ref_std=0.016, des_lr=0.01, gen_lr=2e-4, residual_std=1.0, steps=2000,
+                   grid_size=2, sample_every=100),
+    # Exp 7 at laptop scale: a moving texture in about 5 minutes on 2 CPU cores. 32 frames of
+    # 64x64 loaded; trains on random 8-frame 32x32 crops (the nets are stationary, so samples
+    # have any length and size). Tuned on 100-300-step runs on the fire clip (docs/results.md):
+    # δ = 0.02 (texture-cpu's) moved the samples mostly by noise, the drift of 12 steps was
+    # under the noise and the samples stayed grey; δ = 0.05 with s = 0.16 makes the drift
+    # dominate and flames appear by step 100.
+    "dyntex-cpu": dict(data_kind="video", image_size=64, center_crop=True, frames=32,
+                       crop_size=32, crop_frames=8, des_net="dyntex", gen_net="dyntex",
+                       des_width=16, gen_width=16, z_dim=16, gen_norm="none", batch_size=4,
+                       num_chains=16, des_steps=12, des_step_size=0.05, ref_std=0.16,
+                       des_lr=0.003, gen_lr=0.002, lr_final=0.1, steps=300, grid_size=4,
+                       **_CPU),
     # Tiny networks for tests and smoke runs.
     "smoke": dict(des_net="mnist", gen_net="mnist", des_width=4, gen_width=4, z_dim=8,
                   batch_size=8, num_chains=8, des_steps=2, gen_steps=1, steps=2, log_every=1,

@@ -42,11 +42,13 @@ def sample_batch(des, gen, indices, *, mode, seed, latent_shape, image_shape, re
 
 def generate(run_or_ckpt, n: int, mode: str = "gen", seed: int = 0, batch_size: int = 100,
              device: str = "auto", des_steps: int | None = None, size: int | None = None,
-             start: int = 0, progress: bool = True) -> torch.Tensor:
-    """``n`` samples (indices start..start+n-1) in [-1, 1] as a CPU tensor (n, C, H, W).
+             start: int = 0, progress: bool = True, frames: int | None = None) -> torch.Tensor:
+    """``n`` samples (indices start..start+n-1) in [-1, 1] as a CPU tensor (n, C, H, W), or
+    (n, C, T, H, W) for a video run.
 
-    ``size`` sets the output size of a stationary (texture) run, e.g. twice the training
-    size; ``des_steps`` defaults to the run's l_D for ``revise`` and 10 l_D for ``des``.
+    ``size`` sets the output size of a stationary (texture, video) run, e.g. twice the training
+    size, and ``frames`` the length of a video run's samples; ``des_steps`` defaults to the
+    run's l_D for ``revise`` and 10 l_D for ``des``.
     """
     if mode not in MODES:
         raise UserError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -57,8 +59,14 @@ def generate(run_or_ckpt, n: int, mode: str = "gen", seed: int = 0, batch_size: 
     size = size or ckpt["image_size"]
     if size != ckpt["image_size"] and not gen.stationary:  # non-stationary nets have one size
         raise UserError("--size applies to stationary (texture) runs only")
-    latent_shape = gen.latent_shape(size)
-    image_shape = (ckpt["channels"], size, size)
+    video_frames = ckpt.get("frames", 0)
+    if frames and not video_frames:
+        raise UserError("--frames applies to video runs only")
+    if video_frames:
+        frames = frames or video_frames
+        latent_shape, image_shape = gen.latent_shape(size, frames), (ckpt["channels"], frames, size, size)
+    else:
+        latent_shape, image_shape = gen.latent_shape(size), (ckpt["channels"], size, size)
     steps = des_steps if des_steps is not None else cfg.des_steps * (10 if mode == "des" else 1)
     out = []
     bar = tqdm(total=n, desc=f"sampling ({mode})", unit="img",

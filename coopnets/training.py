@@ -105,6 +105,7 @@ class Session:
     channels: int
     size: int
     samples: dict = field(default_factory=dict)  # the last step's synthesized tensors
+    frames: int = 0  # frames per training example of a video run (0: images)
 
     @property
     def modules(self):
@@ -114,13 +115,14 @@ class Session:
 def build_session(cfg: Config, images: torch.Tensor, device: torch.device) -> Session:
     """Fresh networks (weights a function of the seed), Adam optimisers and initial state."""
     channels, size = images.shape[1], cfg.crop_size or images.shape[-1]
+    frames = (cfg.crop_frames or images.shape[2]) if images.dim() == 5 else 0  # videos (N,C,T,H,W)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(stream_seed(cfg.seed, "weights"))
         des, gen = (m.to(device) for m in build_nets(cfg, channels))
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     des, gen = des.to(memory_format=fmt), gen.to(memory_format=fmt)
-    latent_shape = gen.latent_shape(size)
-    des(torch.zeros(1, channels, size, size, device=device))  # size check, one clear error
+    latent_shape = gen.latent_shape(size, frames) if frames else gen.latent_shape(size)
+    des(torch.zeros(1, channels, *[frames] * bool(frames), size, size, device=device))  # size check
     fused = device.type == "cuda"  # one kernel per update instead of one per tensor
     nets = Nets(des, gen,
                 torch.optim.Adam(des.parameters(), cfg.des_lr, betas=(cfg.des_beta1, 0.999),
@@ -137,7 +139,7 @@ def build_session(cfg: Config, images: torch.Tensor, device: torch.device) -> Se
     calib_z = torch.randn((max(4 * cfg.num_chains, 256), *latent_shape),
                           generator=generator(stream_seed(cfg.seed, "bn_calibration"))).to(device)
     rng = generator(cfg.seed * dist.world() + dist.rank(), device)
-    return Session(cfg, device, nets, rng, state, fixed_z, calib_z, channels, size)
+    return Session(cfg, device, nets, rng, state, fixed_z, calib_z, channels, size, frames=frames)
 
 
 def checkpoint_dict(s: Session, step: int) -> dict:
@@ -149,7 +151,7 @@ def checkpoint_dict(s: Session, step: int) -> dict:
         rngs = [None] * dist.world()
         torch.distributed.all_gather_object(rngs, s.rng.get_state().cpu())
     return {"config": config_dict(s.cfg), "step": step, "arch_version": ARCH_VERSION,
-            "channels": s.channels, "image_size": s.size,
+            "channels": s.channels, "image_size": s.size, "frames": s.frames,
             "descriptor": des.state_dict(), "generator": gen.state_dict(),
             "opt_des": s.nets.opt_des.state_dict(), "opt_gen": s.nets.opt_gen.state_dict(),
             "rng": rngs, "rng_device": s.device.type,
@@ -304,24 +306,33 @@ def _decode(gen, z):
     return x
 
 
+def _save_samples(x: torch.Tensor, path: Path) -> None:
+    """A PNG grid of images, or for videos (5-D) a GIF and a PNG strip of frames."""
+    if x.dim() == 5:
+        from .video import save_video_samples
+        save_video_samples(x, path.with_suffix(""))
+    else:
+        save_grid(x, path)
+
+
 def save_progress(s: Session, run_dir: Path, step: int) -> None:
     """Sample grids from the fixed latent batch: generator alone and after revision (Algorithm
-    D: its latest chains)."""
+    D: its latest chains); video runs write animations and frame strips."""
     cfg, (des, gen), tag = s.cfg, s.modules, f"{step:06d}"
     if cfg.algorithm == "descriptor":
         chains = s.state.get("chains")
         chains = chains if chains is not None else s.samples.get("x_syn")
         if chains is not None:
-            save_grid(chains[: cfg.grid_size], run_dir / f"samples-des-{tag}.png")
+            _save_samples(chains[: cfg.grid_size], run_dir / f"samples-des-{tag}.png")
         return
     recalibrate_batchnorm(gen, s.calib_z, cfg.num_chains)
     x_gen = _decode(gen, s.fixed_z)
-    save_grid(x_gen, run_dir / f"samples-gen-{tag}.png")
+    _save_samples(x_gen, run_dir / f"samples-gen-{tag}.png")
     if cfg.algorithm == "coop":
         rng = ExampleRNG(stream_seed(cfg.seed, "grid_revision"), range(len(s.fixed_z)), s.device)
         x_rev = revise(des, x_gen, ref_std=cfg.ref_std, steps=cfg.des_steps,
                        step_size=cfg.des_step_size, noise=cfg.des_noise, rng=rng)
-        save_grid(x_rev, run_dir / f"samples-rev-{tag}.png")
+        _save_samples(x_rev, run_dir / f"samples-rev-{tag}.png")
 
 
 def _due(done: int, every: int, last: int) -> bool:
@@ -335,9 +346,15 @@ def _postfix(stats: dict) -> str:
 
 
 def load_training_images(cfg: Config) -> torch.Tensor:
-    """The training set as uint8 (N, C, H, W), after the checks a config needs against it."""
-    if cfg.algorithm == "abp" and cfg.crop_size:
-        raise UserError("--algorithm abp keeps one latent per training image; use --crop-size 0")
+    """The training set as uint8 (N, C, H, W) (videos: (N, C, T, H, W)), after the checks a
+    config needs against it."""
+    if cfg.algorithm == "abp" and (cfg.crop_size or cfg.crop_frames):
+        raise UserError("--algorithm abp keeps one latent per training example; use --crop-size 0"
+                        " and --crop-frames 0")
+    from .video import is_video_path, load_videos
+    if cfg.data_kind == "video" or (cfg.data_kind == "auto" and is_video_path(cfg.data)):
+        return load_videos(cfg.data, cfg.frames, cfg.frame_start, cfg.frame_stride,
+                           cfg.image_size, cfg.center_crop, cfg.channels, cfg.data_key)
     return load_images(cfg.data, cfg.data_kind, cfg.image_size, cfg.center_crop, cfg.channels,
                        cfg.subset, cfg.data_key)
 
@@ -350,7 +367,8 @@ def open_run(s: Session, run_dir: Path, start: int, n_images: int) -> RunLog:
     dist.barrier()
     log = RunLog(run_dir, dist.is_main())
     log.text(f"{'resumed at step ' + str(start) if start else 'started'}: {run_dir} on {s.device}, "
-             f"{dist.world()} process(es), {n_images} images {s.channels}x{s.size}x{s.size}, "
+             f"{dist.world()} process(es), {n_images} {'videos' if s.frames else 'images'} "
+             f"{s.channels}x{str(s.frames) + 'x' if s.frames else ''}{s.size}x{s.size}, "
              f"torch {torch.__version__}")
     return log
 
@@ -377,7 +395,11 @@ def train(cfg: Config, run_dir: str | Path | None = None, new_run: bool = False)
     fast.configure_device(cfg, device)
     rank, world = dist.rank(), dist.world()
     images = load_training_images(cfg)
-    batches = Batches(images, cfg.batch_size, cfg.seed, cfg.crop_size)
+    if images.dim() == 5:
+        from .video import VideoBatches
+        batches = VideoBatches(images, cfg.batch_size, cfg.seed, cfg.crop_size, cfg.crop_frames)
+    else:
+        batches = Batches(images, cfg.batch_size, cfg.seed, cfg.crop_size)
     s = build_session(cfg, images, device)
     run_dir = Path(run_dir) if run_dir else find_run_dir(cfg, new_run)
     start, note = 0, ""

@@ -5,7 +5,13 @@ import torch
 from coopnets.algorithms import (Batch, Nets, abp_step, coop_step, descriptor_loss,
                                  descriptor_step, floats)
 from coopnets.config import resolve
-from coopnets.models import DESCRIPTORS, GENERATORS, build_descriptor, build_generator
+from coopnets.models import (DESCRIPTORS, GENERATORS, VideoDescriptorSpec, build_descriptor,
+                             build_generator)
+
+
+def example_shape(name, size):
+    """(C, H, W) for image nets, (C, T, H, W) with 8 frames for video nets (models/video.py)."""
+    return (3, 8, size, size) if isinstance(DESCRIPTORS[name], VideoDescriptorSpec) else (3, size, size)
 
 
 def tiny_cfg(**kw):
@@ -31,7 +37,7 @@ def test_descriptor_input_gradient_is_per_example(name):
     spec = DESCRIPTORS[name]
     size = spec.size or 40
     des = build_descriptor(name, 3, 4).double()
-    x = torch.randn(4, 3, size, size, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(4, *example_shape(name, size), dtype=torch.float64, requires_grad=True)
     (batch_grad,) = torch.autograd.grad(des(x).sum(), x)
     for i in range(4):
         xi = x[i:i + 1].detach().requires_grad_(True)
@@ -43,8 +49,9 @@ def test_descriptor_input_gradient_is_per_example(name):
 def test_generator_shapes_and_range(name):
     gen = build_generator(name, 3, 4, 8, "batch").eval()
     size = DESCRIPTORS[name].size or 32
-    x = gen(torch.randn(2, *gen.latent_shape(size)))
-    assert x.shape == (2, 3, size, size)
+    shape = example_shape(name, size)
+    x = gen(torch.randn(2, *gen.latent_shape(size, *shape[1:-2])))
+    assert x.shape == (2, *shape)
     assert x.abs().max() < 1
     des = build_descriptor(name, 3, 4)
     assert des(x).shape == (2,)

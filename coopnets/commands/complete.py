@@ -54,6 +54,9 @@ def run(args) -> int:
         raise UserError("--num must be >= 0 and --batch-size positive")
     device = pick_device(args.device)
     cfg, des, gen, ckpt = load_run(args.run, device)
+    if ckpt.get("frames"):
+        raise UserError("coopnets complete takes image runs; this is a video run (sample it with "
+                        "coopnets sample RUN --out video.gif)")
     size, channels = ckpt["image_size"], ckpt["channels"]
     images = load_images(args.input, image_size=size, center_crop=args.center_crop,
                          channels=channels)  # (N, C, size, size) uint8

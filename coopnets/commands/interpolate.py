@@ -39,6 +39,9 @@ def run(args) -> int:
         raise UserError(f"--rows must be positive, got {args.rows}")
     device = pick_device(args.device)
     cfg, des, gen, ckpt = load_run(args.run, device)
+    if ckpt.get("frames"):
+        raise UserError("coopnets interpolate takes image runs; this is a video run (sample it with "
+                        "coopnets sample RUN --out video.gif)")
     size, channels = ckpt["image_size"], ckpt["channels"]
     if args.between:
         ends = torch.cat([to_float(load_images(p, kind="texture", image_size=size, channels=channels,

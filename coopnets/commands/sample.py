@@ -1,9 +1,11 @@
-"""Draw samples from a trained run: a PNG grid, one PNG each, or an .npz."""
+"""Draw samples from a trained run: a PNG grid, one PNG each, or an .npz (videos: GIF, MP4)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..errors import UserError
+
+FORMATS = ("grid", "png", "npz", "gif", "mp4")
 
 
 def add_arguments(p) -> None:
@@ -13,11 +15,23 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--des-steps", type=int, default=None, help="Langevin steps for revise/des")
-    p.add_argument("--size", type=int, default=None, help="output size (texture runs: any multiple of 16)")
-    p.add_argument("--out", default=None, help="samples.png (grid), a folder (one PNG each) or samples.npz")
-    p.add_argument("--format", default=None, help="grid | png | npz (default: from --out)")
+    p.add_argument("--size", type=int, default=None,
+                   help="output size (texture runs: any multiple of 16; video runs too)")
+    p.add_argument("--frames", type=int, default=None,
+                   help="frames per video (video runs: any multiple of 4; default as trained)")
+    p.add_argument("--fps", type=float, default=12.0, help="frames per second of a GIF/MP4")
+    p.add_argument("--out", default=None, help="samples.png (grid), a folder (one PNG each), "
+                   "samples.npz, or for video runs samples.gif / samples.mp4 (side by side)")
+    p.add_argument("--format", default=None, help=" | ".join(FORMATS) + " (default: from --out)")
     p.add_argument("--nrow", type=int, default=None, help="images per grid row")
     p.add_argument("--device", default="auto")
+
+
+def _format(out: str) -> str:
+    for ext in ("npz", "gif", "mp4"):
+        if out.lower().endswith("." + ext):
+            return ext
+    return "grid" if out.lower().endswith(".png") else "png"
 
 
 def run(args) -> int:
@@ -26,18 +40,35 @@ def run(args) -> int:
     from ..checkpoint import find_checkpoint
     from ..images import save_grid, save_images, to_uint8
     from ..sampling import generate
-    out = args.out or str(find_checkpoint(args.run).parent / f"sample-{args.mode}-seed{args.seed}.png")
-    fmt = args.format or ("npz" if out.endswith(".npz") else "grid" if out.endswith(".png") else "png")
-    if fmt not in ("grid", "png", "npz"):
-        raise UserError(f"--format must be grid, png or npz, got {fmt!r}")
+    if args.frames is not None and args.frames <= 0:
+        raise UserError(f"--frames must be positive, got {args.frames}")
+    default_ext = "gif" if args.frames else "png"
+    out = args.out or str(find_checkpoint(args.run).parent
+                          / f"sample-{args.mode}-seed{args.seed}.{default_ext}")
+    fmt = args.format or _format(out)
+    if fmt not in FORMATS:
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     x = generate(args.run, args.num, args.mode, args.seed, args.batch_size, args.device,
-                 args.des_steps, args.size)
-    if fmt == "grid":
-        save_grid(x, out, args.nrow)
-    elif fmt == "png":
-        save_images(x, out)
-    else:
+                 args.des_steps, args.size, frames=args.frames)
+    video = x.dim() == 5
+    if video and fmt in ("grid", "png") and args.out is None:  # a video run's default: a GIF
+        out, fmt = str(Path(out).with_suffix(".gif")), "gif"
+    if fmt in ("gif", "mp4") and not video:
+        raise UserError(f"--format {fmt} needs a video run; this run makes images (use .png)")
+    if fmt == "npz":
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(out, samples=to_uint8(x).permute(0, 2, 3, 1).numpy())
+        u8 = to_uint8(x)
+        u8 = u8.permute(0, 2, 3, 4, 1) if video else u8.permute(0, 2, 3, 1)  # (N[,T],H,W,C)
+        np.savez_compressed(out, samples=u8.numpy())
+    elif fmt in ("gif", "mp4"):
+        from ..video import save_gif, save_mp4
+        (save_gif if fmt == "gif" else save_mp4)(x, out, args.fps)
+    elif video:  # PNG: a strip of frames per video
+        from ..video import save_strip
+        save_strip(x, out if fmt == "grid" else Path(out) / "strip.png")
+    elif fmt == "grid":
+        save_grid(x, out, args.nrow)
+    else:
+        save_images(x, out)
     print(f"wrote {args.num} samples ({args.mode}) to {out}")
     return 0

@@ -3,6 +3,7 @@
 Each family lives in its own module and its specs know how to build their network:
 
     image.py   2-D descriptor and generator (textures, MNIST, CIFAR-10, faces, scenes, LSUN)
+    video.py   3-D (spatial-temporal) descriptor and generator (dynamic textures, Exp 7)
 
 A new family (video, GGCN's hidden-space networks) adds a module with its own spec classes and
 its entries below; ``build_descriptor``/``build_generator`` call ``spec.build(...)``, so the
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from ..errors import UserError
 from .image import Descriptor, DescriptorSpec, Generator, GeneratorSpec, recalibrate_batchnorm
+from .video import VideoDescriptorSpec, VideoGeneratorSpec
 
 # Bumped whenever a registry architecture changes, so that an old checkpoint is refused with a
 # clear message instead of loading silently into a different network (2: LeakyReLU generator).
@@ -32,6 +34,9 @@ DESCRIPTORS = {
     # Exp 5 LSUN bedrooms 256x256: 256 -> 128 -> ... -> 4, fc 100.
     "img256": DescriptorSpec(convs=((1, 5, 2), (2, 5, 2), (4, 5, 2), (8, 5, 2), (8, 5, 2),
                                     (8, 3, 2)), top=100, size=256),
+    # Exp 7 dynamic textures: 3-D convs (t, h, w) 5x5x5 / 2, 3x3x3 / 2, top 3x3x3 summed over
+    # all frames and positions (stationary in space and time; any length and size).
+    "dyntex": VideoDescriptorSpec(convs=((1, 5, 2), (2, 3, 2)), top=50),
 }
 
 GENERATORS = {
@@ -42,6 +47,9 @@ GENERATORS = {
     "img64": GeneratorSpec(widths=(8, 4, 2, 1), start=4),  # 4 -> 8 -> 16 -> 32 -> 64
     "img128": GeneratorSpec(widths=(8, 8, 4, 2, 1), start=4),  # 4 -> ... -> 128
     "img256": GeneratorSpec(widths=(8, 8, 8, 4, 2, 1), start=4),  # 4 -> ... -> 256
+    # Exp 7: z (d, T/4, H/16, W/16) -> (C, T, H, W); stride 2 in time twice, in space 4 times.
+    "dyntex": VideoGeneratorSpec(widths=(4, 2, 1), strides=((1, 2, 2), (2, 2, 2), (2, 2, 2),
+                                                            (1, 2, 2))),
 }
 
 
@@ -64,5 +72,5 @@ def build_nets(cfg, channels: int):
 
 
 __all__ = ["ARCH_VERSION", "DESCRIPTORS", "GENERATORS", "Descriptor", "DescriptorSpec", "Generator",
-           "GeneratorSpec", "build_descriptor", "build_generator", "build_nets",
+           "GeneratorSpec", "VideoDescriptorSpec", "VideoGeneratorSpec", "build_descriptor", "build_generator", "build_nets",
            "recalibrate_batchnorm"]
