@@ -111,12 +111,7 @@ class GraphedRevision:
 
 
 def configure_device(cfg, device: torch.device) -> None:
-    """Process-wide numerics for a CUDA run (TF32 matrix multiplies when ``cfg.tf32``), and
-    the refusal of bf16 where it is no speed-up."""
-    if cfg.amp == "bf16" and device.type == "cpu":
-        from .errors import UserError
-        raise UserError("--amp bf16 is slower than fp32 on a CPU (0.1-0.4x in "
-                        "benchmarks/bench_step.py); use --amp none")
+    """Process-wide numerics for a CUDA run: TF32 matrix multiplies when ``cfg.tf32``."""
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = bool(cfg.tf32)
 
