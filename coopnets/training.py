@@ -2,19 +2,32 @@
 ``STEPS[cfg.algorithm](...)`` -> monitor, log, grids, checkpoint. To resume, run the same
 command again.
 
-A run is a numbered folder ``runs/00012-coop-mnist/`` with ``config.json``, ``log.txt``,
-``stats.jsonl``, TensorBoard events, ``samples-*.png`` grids from a fixed latent batch, and
-``latest.pt``. A new ``train`` call with the same configuration (fields in
-``config.RESUME_IGNORES`` such as ``steps`` may differ) continues the latest such run.
+A run is a numbered folder ``runs/00012-coop-mnist/`` with ``config.json``, ``data.json``,
+``log.txt``, ``stats.jsonl``, TensorBoard events, ``samples-*.png`` grids from a fixed latent
+batch, and ``latest.pt``. A run is what it computes: its config with ``data`` resolved to an
+absolute path, plus a fingerprint of the data (``data.json``). A new ``train`` call with the
+same configuration (fields in ``config.RESUME_IGNORES`` such as ``steps`` may differ, but not
+``steps`` when the learning rates decay) continues the latest such run, from any working
+directory; the same config on changed data, or a changed ``--steps`` under a decaying
+schedule, is refused with one line rather than resumed.
+
+SIGINT and SIGTERM stop the loop after the current step: a checkpoint is written at that step
+(when healthy), the stop is logged, and ``Interrupted`` carries the shell's exit code (130,
+143). Every stop (end, signal, divergence, a failed write) is written to ``log.txt``.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import math
+import os
 import re
 import shutil
+import signal
 import statistics
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -25,10 +38,10 @@ from tqdm.auto import tqdm
 
 from . import distributed as dist
 from .algorithms import STEPS, Batch, Nets, floats, unwrap
-from .checkpoint import LATEST, config_dict, load_checkpoint, save_checkpoint
-from .config import Config, save_config, same_run
-from .data import Batches, load_images
-from .errors import TrainingDiverged, UserError
+from .checkpoint import LATEST, config_dict, load_checkpoint, remove_stale_temp_files, save_checkpoint
+from .config import Config, describe_differences, differences, save_config
+from .data import IMAGE_EXTS, Batches, load_images
+from .errors import Interrupted, TrainingDiverged, UserError, signal_name, write_error
 from .images import save_grid
 from .langevin import revise
 from .models import ARCH_VERSION, build_nets, recalibrate_batchnorm
@@ -36,6 +49,15 @@ from .seeding import ExampleRNG, generator, stream_seed, sub_seed
 
 RUN_RE = re.compile(r"^(\d{5})-")
 MAX_MOVE = 100.0  # an RMS Langevin move of 100 per pixel (pixels in [-1, 1]) is divergence
+DATA_FILE = "data.json"  # the run's data: absolute path and fingerprint
+# A collapsed generator (measured with --gen-lr 100 and 1 on the smoke and mnist-cpu presets:
+# BatchNorm statistics 1e3..1e14, 100% of pixels at +-1, or every sample the same; healthy
+# runs: statistics below 2, under 11% saturated, per-pixel std over samples 0.2..0.56).
+MAX_BN_STAT = 1e6  # |running_mean|, running_var of any BatchNorm after recalibration
+MAX_SATURATION = 0.995  # fraction of generated pixels with |x| > 0.99
+MIN_DIVERSITY = 0.01  # mean over pixels of the std over the fixed latent batch, when
+ALIKE_SATURATION = 0.5  # ... at least this fraction is saturated (a young texture generator's
+# samples are alike too, std 0.0099 at step 3 of texture-cpu, but not saturated)
 
 
 # ---- run folders and logs --------------------------------------------------------------------
@@ -44,49 +66,241 @@ def run_name(cfg: Config) -> str:
     return f"{cfg.algorithm}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', tag)}"
 
 
-def find_run_dir(cfg: Config, new_run: bool = False) -> Path:
-    """The latest run folder in ``cfg.outdir`` with the same configuration, or a new one."""
+def data_identity(data: str) -> dict:
+    """The data's absolute path and a cheap fingerprint: for a folder, a hash of the relative
+    names and sizes of its image files; for a file, of its size and first and last MiB.
+    Modification times are left out, so a copy of the data (say, on a scratch disk) is the
+    same data, while an added, removed, renamed or resized file is not."""
+    path = Path(data).expanduser()
+    if not data or not path.exists():
+        return {"path": str(path), "fingerprint": ""}  # load_images says what is wrong
+    path = path.resolve()
+    h, files, size = hashlib.sha256(), 0, 0
+    if path.is_dir():
+        for p in sorted(path.rglob("*")):
+            if p.suffix.lower() in IMAGE_EXTS and p.is_file():
+                n = p.stat().st_size
+                files, size = files + 1, size + n
+                h.update(f"{p.relative_to(path).as_posix()}\0{n}\n".encode())
+    else:
+        files, size = 1, path.stat().st_size
+        h.update(f"{size}\n".encode())
+        with open(path, "rb") as fh:
+            h.update(fh.read(1 << 20))
+            if size > 2 << 20:
+                fh.seek(-(1 << 20), os.SEEK_END)
+                h.update(fh.read())
+    return {"path": str(path), "fingerprint": h.hexdigest()[:16], "files": files, "bytes": size}
+
+
+def _saved_run(folder: Path) -> tuple[dict, dict | None] | None:
+    """(config, data identity or None) recorded in a run folder; None if it holds no run."""
+    try:
+        saved = json.loads((folder / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        if not (folder / LATEST).is_file():
+            return None
+        saved = load_checkpoint(folder)["config"]
+    if not isinstance(saved, dict):
+        return None
+    try:
+        ident = json.loads((folder / DATA_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        ident = None  # a run saved before data were fingerprinted
+    return saved, ident if isinstance(ident, dict) else None
+
+
+def _mismatch(saved: dict, ident: dict | None, cfg: Config, data_id: dict, given: str):
+    """(fields that differ, what changed in the data or "") between a saved run and ``cfg``
+    (whose ``data`` is absolute). A run saved before paths were resolved holds ``--data`` as
+    typed: it is the same path when that string is the one given now or resolves, from here,
+    to the same folder."""
+    old = saved.get("data", "")
+    if isinstance(old, str) and old and not Path(old).is_absolute() and (
+            old == given or str(Path(old).expanduser().resolve()) == cfg.data):
+        saved = {**saved, "data": cfg.data}
+    diffs = differences(saved, config_dict(cfg))
+    content = ""
+    if ("data" not in diffs and ident and ident.get("fingerprint") and data_id.get("fingerprint")
+            and ident["fingerprint"] != data_id["fingerprint"]):
+        def count(d):
+            return f"{d.get('files', '?')} file(s), {d.get('bytes', 0) / 1e6:.3g} MB"
+        content = (f"the data at {cfg.data} are not what the run was trained on "
+                   f"({count(ident)} then, {count(data_id)} now)")
+    return diffs, content, saved
+
+
+def _refusal(folder: Path, diffs: list, content: str, saved: dict, cfg: Config, how: str) -> str:
+    if content:
+        return f"{content}; {folder} was not resumed: {how}"
+    if diffs == ["steps"]:
+        return (f"{folder} decays its learning rates over its --steps {saved.get('steps')} "
+                f"(lr_final {saved.get('lr_final')} < 1), so --steps {cfg.steps} would change its "
+                f"schedule; resume with --steps {saved.get('steps')}, or {how}")
+    return (f"{folder} holds a run with a different configuration "
+            f"({describe_differences(saved, config_dict(cfg), diffs)}); it was left as it is: {how}")
+
+
+def find_run_dir(cfg: Config, new_run: bool = False, data_id: dict | None = None,
+                 given: str | None = None) -> Path:
+    """The latest run folder in ``cfg.outdir`` with the same configuration and data, or a new
+    one. The same configuration on other content at the same path, or another ``--steps`` under
+    a decaying learning rate, is refused (UserError) rather than resumed or silently forked."""
     out = Path(cfg.outdir)
     runs = sorted((p for p in out.glob("*") if p.is_dir() and RUN_RE.match(p.name)), reverse=True)
     if not new_run:
-        mine = config_dict(cfg)
+        data_id = data_id or data_identity(cfg.data)
+        near = None
         for p in runs:
             try:
-                saved = json.loads((p / "config.json").read_text())
-            except (OSError, json.JSONDecodeError):
+                got = _saved_run(p)
+            except UserError:  # an unreadable checkpoint in a folder without config.json
                 continue
-            if same_run(saved, mine):
+            if got is None:
+                continue
+            diffs, content, saved = _mismatch(*got, cfg, data_id, given or cfg.data)
+            if not diffs and not content:
                 return p
+            if near is None and (content or diffs == ["steps"]):
+                near = (p, diffs, content, saved)
+        if near:
+            raise UserError(_refusal(*near, cfg, "add --new-run to start a new run"))
     number = int(RUN_RE.match(runs[0].name).group(1)) + 1 if runs else 0
     return out / f"{number:05d}-{run_name(cfg)}"
 
 
-class RunLog:
-    """log.txt for people, stats.jsonl for machines, TensorBoard for both (main process)."""
+def check_run_dir(run_dir: Path, cfg: Config, data_id: dict, given: str) -> None:
+    """``--run-dir``: a folder (new, empty, or holding this very run), never a file or
+    another run, whose config.json is then left as it is."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--run-dir {run_dir} is a file, not a folder")
+    got = _saved_run(run_dir) if run_dir.is_dir() else None
+    if got is None:
+        return
+    diffs, content, saved = _mismatch(*got, cfg, data_id, given)
+    if diffs or content:
+        raise UserError(_refusal(run_dir, diffs, content, saved, cfg,
+                                 "give another --run-dir, or leave it out to start a new numbered run"))
 
-    def __init__(self, run_dir: Path, enabled: bool):
-        self.enabled, self.run_dir, self.tb = enabled, run_dir, None
+
+def _existing(path: Path) -> Path:
+    """``path`` or its nearest existing ancestor."""
+    p = Path(path).absolute()
+    while not p.exists():
+        p = p.parent
+    return p
+
+
+def check_writable(folder: Path) -> None:
+    """Fail now, before the data are loaded, if the run cannot be written: a read-only or full
+    file system, no permission, or a file where a folder belongs (writes and removes a 1 MiB
+    probe in the nearest existing folder)."""
+    p = _existing(folder)
+    if not p.is_dir():
+        raise UserError(f"cannot create {folder}: {p} is a file, not a folder")
+    probe = p / f".coopnets-probe-{os.getpid()}"
+    try:
+        with open(probe, "wb") as fh:
+            fh.write(bytes(1 << 20))
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as e:
+        raise write_error(folder, e, "nothing was written") from None
+    finally:
+        try:
+            probe.unlink()
+        except OSError:
+            pass
+
+
+def check_space(s: "Session", folder: Path) -> None:
+    """A checkpoint needs about its size twice over (the temp file beside the old one)."""
+    need = 2 * sum(t.numel() * t.element_size() for m in s.modules for t in m.state_dict().values()) * 3
+    free = shutil.disk_usage(_existing(folder)).free
+    if free < need:
+        raise UserError(f"cannot write {folder}: no space left on device for checkpoints "
+                        f"(about {need / 1e6:.3g} MB needed, {free / 1e6:.3g} MB free)")
+
+
+def trim_stats(path: Path, step: int) -> int:
+    """Drop the rows of ``stats.jsonl`` after ``step`` (written after the checkpoint a run
+    resumes from, so they would appear twice) and a torn last line; returns how many."""
+    if not path.is_file():
+        return 0
+    lines = path.read_text().splitlines()
+    keep = []
+    for line in lines:
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            pass
+    if len(keep) < len(lines):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(k + "\n" for k in keep))
+        os.replace(tmp, path)
+    return len(lines) - len(keep)
+
+
+class RunLog:
+    """log.txt for people, stats.jsonl for machines, TensorBoard for both (main process).
+    ``resume_step``: the checkpoint's step when continuing a folder; stats.jsonl and the
+    TensorBoard events (``purge_step``) after it are dropped."""
+
+    def __init__(self, run_dir: Path, enabled: bool, resume_step: int | None = None):
+        self.enabled, self.run_dir, self.tb, self.trimmed = enabled, run_dir, None, 0
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(str(run_dir))
+            if resume_step is not None:
+                self.trimmed = trim_stats(run_dir / "stats.jsonl", resume_step)
+            self._hook = threading.excepthook
+            threading.excepthook = self._writer_thread_error
+            self.tb = SummaryWriter(str(run_dir), purge_step=None if resume_step is None
+                                    else resume_step + 1)
+
+    def _writer_thread_error(self, args) -> None:
+        """TensorBoard's writer thread dies on a full disk; the main thread reports it in one
+        line at the next write, so its traceback is not printed."""
+        if not (issubclass(args.exc_type, OSError) and "Writer" in type(args.thread).__name__):
+            self._hook(args)
+
+    def _write(self, name: str, line: str) -> None:
+        try:
+            with open(self.run_dir / name, "a") as fh:
+                fh.write(line + "\n")
+        except OSError as e:
+            raise write_error(self.run_dir / name, e) from None
 
     def text(self, line: str) -> None:
         if self.enabled:
-            with open(self.run_dir / "log.txt", "a") as fh:
-                fh.write(line + "\n")
+            self._write("log.txt", line)
+
+    def stop(self, line: str) -> None:
+        """Log why the run stopped, without letting a failing disk hide that reason."""
+        try:
+            self.text(line)
+        except UserError:
+            pass
 
     def stats(self, step: int, stats: dict) -> None:
         if not self.enabled:
             return
-        with open(self.run_dir / "stats.jsonl", "a") as fh:
-            fh.write(json.dumps({"step": step, **{k: round(v, 6) for k, v in stats.items()}}) + "\n")
+        self._write("stats.jsonl", json.dumps({"step": step, **{k: round(v, 6) for k, v in stats.items()}}))
         if self.tb:
-            for k, v in stats.items():
-                self.tb.add_scalar(k, v, step)
+            try:
+                for k, v in stats.items():
+                    self.tb.add_scalar(k, v, step)
+            except OSError as e:
+                raise write_error(self.run_dir, e) from None
 
     def close(self) -> None:
         if self.tb:
-            self.tb.close()
+            try:
+                self.tb.close()
+            except OSError:
+                pass  # a full disk: reported already, or by the caller's own write
+            self.tb = None
+            threading.excepthook = self._hook
 
 
 # ---- the session: everything a run computes with -----------------------------------------------
@@ -156,10 +370,15 @@ def restore(s: Session, ckpt: dict) -> str:
     """Load a checkpoint into the session, whatever device it was written on. Returns a note
     for the log when the noise stream had to be re-derived."""
     des, gen = s.modules
-    des.load_state_dict(ckpt["descriptor"])
-    gen.load_state_dict(ckpt["generator"])
-    s.nets.opt_des.load_state_dict(ckpt["opt_des"])  # Adam moves its state to the parameters
-    s.nets.opt_gen.load_state_dict(ckpt["opt_gen"])
+    try:
+        des.load_state_dict(ckpt["descriptor"])
+        gen.load_state_dict(ckpt["generator"])
+        s.nets.opt_des.load_state_dict(ckpt["opt_des"])  # Adam moves its state to the parameters
+        s.nets.opt_gen.load_state_dict(ckpt["opt_gen"])
+    except (KeyError, ValueError, RuntimeError) as e:  # a checkpoint of other networks
+        line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"the checkpoint does not fit this configuration's networks ({line}); "
+                        "start a new run with --new-run") from None
     s.state = {k: (v.to(s.device) if k == "chains" and v is not None else v)
                for k, v in ckpt["state"].items()}
     rank, saved_on = dist.rank(), ckpt.get("rng_device", "cpu")
@@ -187,49 +406,102 @@ def set_learning_rates(s: Session, step: int) -> None:
 
 
 # ---- health -------------------------------------------------------------------------------------
+def _kept(run_dir: Path, last_ckpt: int | None) -> str:
+    return (f"the last good checkpoint (step {last_ckpt}) is kept in {run_dir / LATEST}"
+            if last_ckpt is not None else "no checkpoint was written")
+
+
 def check_finite(step: int, stats: dict, run_dir: Path, last_ckpt: int | None) -> None:
     """Raise TrainingDiverged when a stat is NaN/inf or the Langevin move exceeds MAX_MOVE."""
     bad = {k: v for k, v in stats.items()
            if not math.isfinite(v) or (k == "langevin_move" and v > MAX_MOVE)}
     if bad:
-        kept = (f"the last good checkpoint (step {last_ckpt}) is kept in {run_dir / LATEST}"
-                if last_ckpt is not None else "no checkpoint was written")
         raise TrainingDiverged(
             f"training diverged at step {step} ({', '.join(f'{k} = {v}' for k, v in bad.items())}); "
-            f"{kept}; lower --des-lr or --des-step-size, or raise --ref-std, and run again")
+            f"{_kept(run_dir, last_ckpt)}; lower --des-lr or --des-step-size, or raise --ref-std, "
+            "and run again")
+
+
+def generator_health(gen, z: torch.Tensor) -> dict:
+    """What a collapsed generator shows (call after recalibrating BatchNorm): the largest
+    BatchNorm statistic, the fraction of saturated pixels of g(z) and their diversity (mean
+    over pixels of the std over the batch ``z``)."""
+    bn = [b.detach().abs().max().item() for name, b in gen.named_buffers()
+          if name.endswith(("running_mean", "running_var")) and b.numel()]
+    x = _decode(gen, z)
+    finite = bool(torch.isfinite(x).all())
+    return {"bn_stat": max(bn, default=0.0),
+            "saturation": (x.abs() > 0.99).float().mean().item() if finite else 1.0,
+            "diversity": x.std(0).mean().item() if finite and len(x) > 1 else float("nan")}
+
+
+def check_generator(s: "Session", step: int, run_dir: Path, last_ckpt: int | None) -> None:
+    """Raise TrainingDiverged when the generator has collapsed (BatchNorm statistics not finite
+    or beyond MAX_BN_STAT, almost every pixel at +-1, or every sample the same saturated
+    pattern), before it is saved."""
+    if s.cfg.algorithm == "descriptor":  # Algorithm D never uses the generator
+        return
+    h = generator_health(s.modules[1], s.fixed_z)
+    bad = []
+    if not math.isfinite(h["bn_stat"]) or h["bn_stat"] > MAX_BN_STAT:
+        bad.append(f"a BatchNorm running statistic is {h['bn_stat']:.3g}")
+    if h["saturation"] > MAX_SATURATION:
+        bad.append(f"{h['saturation']:.1%} of generated pixels are saturated at +-1")
+    if h["diversity"] < MIN_DIVERSITY and h["saturation"] > ALIKE_SATURATION:  # NaN never fails
+        bad.append(f"the samples are all the same saturated pattern (per-pixel std "
+                   f"{h['diversity']:.2g}, {h['saturation']:.0%} at +-1)")
+    if bad:
+        raise TrainingDiverged(
+            f"the generator collapsed at step {step} ({'; '.join(bad)}); "
+            f"{_kept(run_dir, last_ckpt)}; lower --gen-lr and run again")
 
 
 class MoveWatch:
     """Holds checkpoints back at the start of a blow-up.
 
-    A diverging CoopNets run shows it first in the Langevin move: it climbs to many times its
-    usual size for tens of steps before anything is NaN or above MAX_MOVE. A checkpoint is
-    written only if the largest move since the previous one is at most ``factor`` times the
-    median move of the last ``window`` steps, so that ``latest.pt`` keeps the last healthy
-    state; a passing spike only delays the next checkpoint. Runs without Langevin moves
-    (Algorithm G) and the first ``window`` steps after a (re)start are not gated.
+    A diverging CoopNets run shows it first in the Langevin move and in the energy gap
+    f(data) - f(syn): they climb to many times their usual size for tens of steps before
+    anything is NaN or above MAX_MOVE. A checkpoint is written only if the largest move since
+    the previous one is at most ``factor`` times the median move of the last ``window`` steps
+    and the largest |f_gap| at most ``gap_factor`` times its median, so that ``latest.pt``
+    keeps the last healthy state; a passing spike only delays the next checkpoint. Runs
+    without these stats (Algorithm G) and the first ``window`` steps after a (re)start are not
+    gated. (|f_gap| of a healthy run swings more than the move, hence the wider factor: the
+    largest of 200 half-normal draws is about 4x their median.)
     """
 
-    def __init__(self, window: int = 200, factor: float = 4.0):
-        self.moves: deque = deque(maxlen=window)
-        self.factor, self.peak = factor, 0.0
+    def __init__(self, window: int = 200, factor: float = 4.0, gap_factor: float = 10.0):
+        self.series = {"langevin_move": deque(maxlen=window), "f_gap": deque(maxlen=window)}
+        self.factors = {"langevin_move": factor, "f_gap": gap_factor}
+        self.window, self.peaks = window, {"langevin_move": 0.0, "f_gap": 0.0}
+
+    @property
+    def moves(self) -> deque:
+        return self.series["langevin_move"]
 
     def add(self, stats: dict) -> None:
-        move = stats.get("langevin_move")
-        if move is not None and math.isfinite(move):
-            self.moves.append(move)
-            self.peak = max(self.peak, move)
+        for k, values in self.series.items():
+            v = stats.get(k)
+            if v is not None and math.isfinite(v):
+                values.append(abs(v))
+                self.peaks[k] = max(self.peaks[k], abs(v))
 
     def verdict(self) -> str:
         """"" if a checkpoint may be written now, else why not (the same on every process)."""
-        full = len(self.moves) == self.moves.maxlen
-        med = statistics.median(self.moves) if full else 0.0
-        s = dist.mean_over_ranks({"full": float(full), "median": med, "peak": self.peak})
-        self.peak = 0.0
-        if s["full"] < 1 or s["peak"] <= self.factor * s["median"]:
-            return ""
-        return (f"the Langevin move reached {s['peak']:.3g}, {s['peak'] / s['median']:.1f}x its "
-                f"median {s['median']:.3g} over the last {self.moves.maxlen} steps")
+        local = {}
+        for k, values in self.series.items():
+            full = len(values) == self.window
+            local.update({f"{k}.full": float(full), f"{k}.peak": self.peaks[k],
+                          f"{k}.median": statistics.median(values) if full else 0.0})
+        s = dist.mean_over_ranks(local)
+        self.peaks = dict.fromkeys(self.peaks, 0.0)
+        why = []
+        for k, label in (("langevin_move", "the Langevin move"), ("f_gap", "|f(data) - f(syn)|")):
+            peak, med = s[f"{k}.peak"], s[f"{k}.median"]
+            if s[f"{k}.full"] >= 1 and med > 0 and peak > self.factors[k] * med:
+                why.append(f"{label} reached {peak:.3g}, {peak / med:.1f}x its median {med:.3g} "
+                           f"over the last {self.window} steps")
+        return " and ".join(why)
 
 
 class Monitor:
@@ -269,11 +541,17 @@ def write_checkpoint(s: Session, run_dir: Path, step: int, mon: Monitor) -> None
     if not _finite_params(des, gen):
         check_finite(step, {"parameters": float("nan")}, run_dir, mon.last_ckpt)
     recalibrate_batchnorm(gen, s.calib_z, s.cfg.num_chains)
+    check_generator(s, step, run_dir, mon.last_ckpt)
     obj = checkpoint_dict(s, step)
     if dist.is_main():
         save_checkpoint(obj, run_dir / LATEST)
         if s.cfg.snapshot_every and step % s.cfg.snapshot_every == 0:
-            shutil.copyfile(run_dir / LATEST, run_dir / f"ckpt-{step:06d}.pt")
+            snap = run_dir / f"ckpt-{step:06d}.pt"
+            try:
+                shutil.copyfile(run_dir / LATEST, snap)
+            except OSError as e:
+                snap.unlink(missing_ok=True)
+                raise write_error(snap, e, f"{LATEST} (step {step}) was written") from None
     dist.barrier()
     mon.last_ckpt = step
 
@@ -334,37 +612,124 @@ def load_training_images(cfg: Config) -> torch.Tensor:
     """The training set as uint8 (N, C, H, W), after the checks a config needs against it."""
     if cfg.algorithm == "abp" and cfg.crop_size:
         raise UserError("--algorithm abp keeps one latent per training image; use --crop-size 0")
-    return load_images(cfg.data, cfg.data_kind, cfg.image_size, cfg.center_crop, cfg.channels,
-                       cfg.subset, cfg.data_key)
+    images = load_images(cfg.data, cfg.data_kind, cfg.image_size, cfg.center_crop, cfg.channels,
+                         cfg.subset, cfg.data_key)
+    n, world = len(images), dist.world()
+    if 1 < n < cfg.batch_size * world:  # (one image, a texture, is drawn with replacement)
+        each = f" per process x {world} processes" if world > 1 else ""
+        raise UserError(f"--batch-size {cfg.batch_size}{each} is more than the {n} training images; "
+                        f"use --batch-size {max(1, n // world)} or less")
+    return images
 
 
-def open_run(s: Session, run_dir: Path, start: int, n_images: int) -> RunLog:
-    """Create the run folder, save config.json and open the logs (main process writes)."""
+def open_run(s: Session, run_dir: Path, start: int, n_images: int, resuming: bool,
+             data_id: dict) -> RunLog:
+    """Create the run folder, record config.json and data.json (a resumed run's are only
+    rewritten by a compatible config: the absolute data path, a new --steps), remove temp
+    files a killed write left, and open the logs (main process writes)."""
+    stale = []
     if dist.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(s.cfg, run_dir / "config.json")
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(s.cfg, run_dir / "config.json")
+            (run_dir / DATA_FILE).write_text(json.dumps(data_id, indent=2) + "\n")
+        except OSError as e:
+            raise write_error(run_dir, e) from None
+        stale = remove_stale_temp_files(run_dir)
     dist.barrier()
-    log = RunLog(run_dir, dist.is_main())
-    log.text(f"{'resumed at step ' + str(start) if start else 'started'}: {run_dir} on {s.device}, "
+    log = RunLog(run_dir, dist.is_main(), start if resuming else None)
+    log.text(f"{'resumed at step ' + str(start) if resuming else 'started'}: {run_dir} on {s.device}, "
              f"{dist.world()} process(es), {n_images} images {s.channels}x{s.size}x{s.size}, "
              f"torch {torch.__version__}")
+    if stale:
+        log.text(f"removed {len(stale)} temp file(s) of an interrupted checkpoint write")
+    if log.trimmed:
+        log.text(f"dropped {log.trimmed} stats.jsonl row(s) after step {start}, the checkpoint's")
     return log
+
+
+class Signals:
+    """SIGINT (Ctrl-C) and SIGTERM (what schedulers send) during the loop: remembered, and the
+    loop stops after the current step; a second one stops at once, without saving. Installed
+    only from the main thread (Python delivers signals there)."""
+
+    def __init__(self):
+        self.signum, self._old = 0, {}
+
+    def __enter__(self) -> "Signals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum:
+            raise Interrupted(signum, f"stopped by a second {signal_name(signum)} in the middle "
+                                      "of a step; nothing more was saved")
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    def pending(self) -> int:
+        """The signal to stop for, agreed on by every process (0: none)."""
+        if dist.world() == 1:
+            return self.signum
+        got = dist.mean_over_ranks({"sig": float(self.signum)})["sig"]
+        return self.signum or (int(signal.SIGTERM) if got > 0 else 0)
+
+
+def stop_for_signal(s: Session, run_dir: Path, step: int, mon: Monitor, signum: int) -> Interrupted:
+    """Save a checkpoint at ``step`` unless the run is unhealthy or already drifting; returns
+    the Interrupted to raise, whose message says what was kept."""
+    mon.flush()  # every step since the last check: raises TrainingDiverged if one is bad
+    why = mon.watch.verdict()
+    if why:
+        kept = f"checkpoint held back because {why}; latest.pt stays at step {mon.last_ckpt or 0}"
+    elif mon.last_ckpt != step:
+        write_checkpoint(s, run_dir, step, mon)
+        kept = f"latest.pt saved at step {step}"
+    else:
+        kept = f"latest.pt is at step {step}"
+    return Interrupted(signum, f"stopped by {signal_name(signum)} at step {step}; {kept}; "
+                               "run the same command again to resume")
+
+
+def choose_run(cfg: Config, run_dir, new_run: bool) -> tuple[Config, Path, dict]:
+    """(config with the data path made absolute, the run folder, the data identity): the
+    folder to resume or start, refused in one line when it would mix runs up or cannot be
+    written; all before the data are loaded."""
+    given, data_id = cfg.data, data_identity(cfg.data)
+    cfg = dataclasses.replace(cfg, data=data_id["path"] if data_id["fingerprint"] else cfg.data)
+    if run_dir:
+        run_dir = Path(run_dir).expanduser().absolute()
+        check_run_dir(run_dir, cfg, data_id, given)
+    else:
+        run_dir = find_run_dir(cfg, new_run, data_id, given)
+    if dist.is_main():
+        check_writable(run_dir)
+    return cfg, run_dir, data_id
 
 
 # ---- the loop -----------------------------------------------------------------------------------
 def train(cfg: Config, run_dir: str | Path | None = None, new_run: bool = False) -> Path:
-    """Train (or resume) a run; returns its folder."""
+    """Train (or resume) a run; returns its folder. Raises UserError (bad input, a run that
+    cannot resume, a failed write), TrainingDiverged, or Interrupted (SIGINT/SIGTERM, after
+    saving)."""
     device = dist.init(cfg.device)
     rank, world = dist.rank(), dist.world()
+    cfg, run_dir, data_id = choose_run(cfg, run_dir, new_run)
     images = load_training_images(cfg)
     batches = Batches(images, cfg.batch_size, cfg.seed, cfg.crop_size)
     s = build_session(cfg, images, device)
-    run_dir = Path(run_dir) if run_dir else find_run_dir(cfg, new_run)
-    start, note = 0, ""
+    if dist.is_main():
+        check_space(s, run_dir)
+    start, note, resuming = 0, "", run_dir.is_dir() and (run_dir / "config.json").is_file()
     if (run_dir / LATEST).is_file():
         ckpt = load_checkpoint(run_dir)
         note, start = restore(s, ckpt), ckpt["step"]
-    log = open_run(s, run_dir, start, len(images))
+    log = open_run(s, run_dir, start, len(images), resuming, data_id)
     if note:
         log.text(f"note: {note}")
     mon, step_fn = Monitor(run_dir), STEPS[cfg.algorithm]
@@ -377,36 +742,45 @@ def train(cfg: Config, run_dir: str | Path | None = None, new_run: bool = False)
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=run_dir.name,
                disable=not show or plain, dynamic_ncols=True)
     try:
-        for step in bar:
-            set_learning_rates(s, step)
-            index = batches.indices(step, rank, world)  # one permutation draw per step
-            batch = Batch(batches.batch(step, rank, world, index).to(device, memory_format=fmt), index)
-            result = step_fn(nets, batch, s.state, cfg, s.rng)
-            s.state, s.samples, done = result.state, result.samples, step + 1
-            mon.add(done, result.stats)
-            log_due, ckpt_due = _due(done, cfg.log_every, cfg.steps), _due(done, cfg.ckpt_every, cfg.steps)
-            if log_due or ckpt_due:
-                stats = mon.flush()
-                if log_due:
-                    stats = dist.mean_over_ranks(stats)
-                    log.stats(done, stats)
-                    log.text(f"step {done}: " + "  ".join(f"{k} {v:.4g}" for k, v in stats.items()))
-                    bar.set_postfix_str(_postfix(stats))
-                    if plain:
-                        print(f"{run_dir.name} step {done}/{cfg.steps}  {_postfix(stats)}",
-                              file=sys.stderr, flush=True)
-            if dist.is_main() and cfg.sample_every and _due(done, cfg.sample_every, cfg.steps):
-                save_progress(s, run_dir, done)
-            if ckpt_due:
-                maybe_checkpoint(s, run_dir, done, mon, log)
-    except KeyboardInterrupt:
-        log.text(f"interrupted; resume from step {mon.last_ckpt or 0} with the same command")
+        with Signals() as signals:
+            for step in bar:
+                set_learning_rates(s, step)
+                index = batches.indices(step, rank, world)  # one permutation draw per step
+                batch = Batch(batches.batch(step, rank, world, index).to(device, memory_format=fmt), index)
+                result = step_fn(nets, batch, s.state, cfg, s.rng)
+                s.state, s.samples, done = result.state, result.samples, step + 1
+                mon.add(done, result.stats)
+                log_due, ckpt_due = _due(done, cfg.log_every, cfg.steps), _due(done, cfg.ckpt_every, cfg.steps)
+                if log_due or ckpt_due:
+                    stats = mon.flush()
+                    if log_due:
+                        stats = dist.mean_over_ranks(stats)
+                        log.stats(done, stats)
+                        log.text(f"step {done}: " + "  ".join(f"{k} {v:.4g}" for k, v in stats.items()))
+                        bar.set_postfix_str(_postfix(stats))
+                        if plain:
+                            print(f"{run_dir.name} step {done}/{cfg.steps}  {_postfix(stats)}",
+                                  file=sys.stderr, flush=True)
+                if dist.is_main() and cfg.sample_every and _due(done, cfg.sample_every, cfg.steps):
+                    save_progress(s, run_dir, done)
+                if ckpt_due:
+                    maybe_checkpoint(s, run_dir, done, mon, log)
+                if done < cfg.steps and signals.pending():
+                    raise stop_for_signal(s, run_dir, done, mon, signals.pending())
+    except (TrainingDiverged, Interrupted, UserError) as e:
+        log.stop(f"stopped: {e}")
+        raise
+    except KeyboardInterrupt:  # a Ctrl-C outside the loop's handler (another thread's train())
+        log.stop(f"stopped: interrupted; latest.pt is at step {mon.last_ckpt or 0}; run the "
+                 "same command again to resume")
         raise
     finally:
         bar.close()
         log.close()
     if start >= cfg.steps and dist.is_main():
         msg = f"run already at step {start} of {cfg.steps}; raise --steps to continue"
-        log.text(msg)
+        log.stop(msg)
         print(msg)
+    else:
+        log.stop(f"finished: step {cfg.steps} of {cfg.steps}; latest.pt is at step {mon.last_ckpt}")
     return run_dir
