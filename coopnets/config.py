@@ -201,7 +201,8 @@ def check_types(values: dict, source: str = "config") -> None:
               isinstance(v, (int, float)) and not isinstance(v, bool) if kind is float else
               isinstance(v, int) and not isinstance(v, bool) if kind is int else isinstance(v, kind))
         if not ok:
-            raise UserError(f"{source}: {f.name} must be a {kind.__name__}, got {json.dumps(v)}")
+            what = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[kind]
+            raise UserError(f"{source}: {f.name} must be {what}, got {json.dumps(v)}")
 
 
 def config_from_dict(values: dict, source: str = "config") -> Config:

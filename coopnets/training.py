@@ -767,7 +767,10 @@ def train(cfg: Config, run_dir: str | Path | None = None, new_run: bool = False)
                     maybe_checkpoint(s, run_dir, done, mon, log)
                 if done < cfg.steps and signals.pending():
                     raise stop_for_signal(s, run_dir, done, mon, signals.pending())
-    except (TrainingDiverged, Interrupted, UserError) as e:
+    except Interrupted as e:
+        log.stop(str(e))
+        raise
+    except (TrainingDiverged, UserError) as e:
         log.stop(f"stopped: {e}")
         raise
     except KeyboardInterrupt:  # a Ctrl-C outside the loop's handler (another thread's train())
