@@ -27,7 +27,9 @@ import torch
 from coopnets.checkpoint import load_checkpoint
 
 SIGNALS = {"SIGKILL": signal.SIGKILL, "SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM}
-EXPECTED = {"SIGKILL": -9, "SIGINT": 130, "SIGTERM": 143}
+# SIGINT in the first moments of interpreter start-up, before coopnets runs, ends Python with
+# -2 (its own handling of an uncaught KeyboardInterrupt); afterwards it is 130.
+EXPECTED = {"SIGKILL": (-9,), "SIGINT": (130, -2), "SIGTERM": (143,)}
 
 
 def command(data: Path, out: Path, a) -> list[str]:
@@ -51,13 +53,25 @@ def tensors(run: Path) -> dict:
     return out
 
 
+def wait_for_progress(out: Path, proc) -> None:
+    """Until the run's stats.jsonl has grown since this launch began (or the process ended)."""
+    def size():
+        logs = list(out.glob("0*/stats.jsonl"))
+        return logs[0].stat().st_size if logs else -1
+    start = size()
+    while proc.poll() is None and size() <= start:
+        time.sleep(0.05)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--stops", type=int, default=24, help="signals to send in all")
     p.add_argument("--algorithm", default="coop", choices=("coop", "descriptor", "abp"))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-wait", type=float, default=8.0, help="longest wait before a signal (s)")
+    p.add_argument("--max-wait", type=float, default=1.5,
+                   help="longest wait (s) after the loop has logged, before a signal")
+    p.add_argument("--startup", type=float, default=0.25, help="fraction of stops sent during start-up")
     a = p.parse_args()
     t0 = time.time()
     rnd = random.Random(a.seed)
@@ -79,7 +93,11 @@ def main() -> int:
         name = None
         if sent < a.stops:
             try:
-                proc.wait(timeout=rnd.uniform(0.2, a.max_wait))
+                if rnd.random() < a.startup:  # a stop during start-up
+                    proc.wait(timeout=rnd.uniform(0.2, 3.0))
+                else:  # once the loop runs (stats.jsonl grows), at a random moment of it
+                    wait_for_progress(tmp / "soak", proc)
+                    proc.wait(timeout=rnd.uniform(0.0, a.max_wait))
             except subprocess.TimeoutExpired:
                 name = rnd.choice(list(SIGNALS))
                 proc.send_signal(SIGNALS[name])
@@ -92,7 +110,7 @@ def main() -> int:
             s["sent"] += 1
             s["codes"][proc.returncode] = s["codes"].get(proc.returncode, 0) + 1
             s["steps"].append(step)
-            bad_exit = proc.returncode not in (EXPECTED[name], 0)
+            bad_exit = proc.returncode not in (*EXPECTED[name], 0)
             if bad_exit or (name != "SIGKILL" and "Traceback" in err):
                 other.append(f"{name}: exit {proc.returncode}: {err.strip()[-300:]}")
         elif proc.returncode == 0:

@@ -149,7 +149,10 @@ def find_run_dir(cfg: Config, new_run: bool = False, data_id: dict | None = None
     out = Path(cfg.outdir)
     runs = sorted((p for p in out.glob("*") if p.is_dir() and RUN_RE.match(p.name)), reverse=True)
     if not new_run:
+        given = given or cfg.data
         data_id = data_id or data_identity(cfg.data)
+        if data_id["fingerprint"]:
+            cfg = dataclasses.replace(cfg, data=data_id["path"])
         near = None
         for p in runs:
             try:
@@ -158,7 +161,7 @@ def find_run_dir(cfg: Config, new_run: bool = False, data_id: dict | None = None
                 continue
             if got is None:
                 continue
-            diffs, content, saved = _mismatch(*got, cfg, data_id, given or cfg.data)
+            diffs, content, saved = _mismatch(*got, cfg, data_id, given)
             if not diffs and not content:
                 return p
             if near is None and (content or diffs == ["steps"]):
