@@ -88,8 +88,9 @@ def main() -> int:
     sent, launches, other = 0, 0, []
     while True:
         launches += 1
-        proc = subprocess.Popen(command(data, tmp / "soak", a), env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(command(data, tmp / "soak", a), env=env,  # SIGINT as in a terminal:
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         name = None
         if sent < a.stops:
             try:

@@ -134,12 +134,18 @@ def test_sigterm_and_ctrl_c_through_the_cli(tmp_path, digits_npz):
     cmd = [sys.executable, "-m", "coopnets", "train", "--preset", "smoke", "--data", str(digits_npz),
            "--outdir", str(tmp_path / "runs"), "--steps", "100000", "--ckpt-every", "100000",
            "--sample-every", "0", "--log-every", "1", "--progress", "false"]
-    p = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    def popen():  # SIGINT as in a terminal, even when pytest runs as a background job (ignored)
+        return subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
+                                text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    p = popen()
     time.sleep(1.0)  # importing torch
     p.send_signal(signal.SIGINT)
-    _, err = p.communicate(timeout=120)
+    try:
+        _, err = p.communicate(timeout=120)
+    finally:
+        p.kill()
     assert p.returncode == 130 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    p = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    p = popen()
     log = None
     for _ in range(600):  # until the loop has logged a step
         time.sleep(0.1)
@@ -148,7 +154,10 @@ def test_sigterm_and_ctrl_c_through_the_cli(tmp_path, digits_npz):
             log = logs[0].parent / "log.txt"
             break
     p.send_signal(signal.SIGTERM)
-    _, err = p.communicate(timeout=120)
+    try:
+        _, err = p.communicate(timeout=120)
+    finally:
+        p.kill()
     assert p.returncode == 143, err
     lines = [ln for ln in err.strip().splitlines() if not ln.startswith("00000-")]  # progress lines
     assert len(lines) == 1 and "stopped by SIGTERM at step" in lines[0] and "Traceback" not in err
