@@ -31,15 +31,64 @@ LATEST = "latest.pt"
 EXPORT_FILES = ("config.json", "descriptor.safetensors", "generator.safetensors")
 
 
+TMP_GLOB = f".{LATEST}.*.tmp"  # what save_checkpoint writes before the rename
+
+
+class _Writes:
+    """A file object that remembers the OSError behind a failed write: torch.save turns it
+    into a RuntimeError from its C++ writer that no longer says "no space left"."""
+
+    def __init__(self, fh):
+        self.fh, self.error = fh, None
+
+    def write(self, data) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
 def save_checkpoint(obj: dict, path: Path) -> None:
-    """torch.save to a temp file in the same folder, fsync, then rename over ``path``."""
+    """torch.save to a temp file in the same folder, fsync, then rename over ``path``. A failed
+    write (full disk, read-only file system) removes the temp file, leaves ``path`` as it was
+    and raises a one-line UserError that says why."""
+    from .errors import write_error
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    kept = f"{path.name} is unchanged" if path.exists() else "no checkpoint was written"
+    out = None
+    try:
+        with open(tmp, "wb") as fh:
+            out = _Writes(fh)
+            torch.save(obj, out)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        err = e if isinstance(e, OSError) else out.error if out is not None else None
+        if err is None:
+            raise
+        raise write_error(path, err, kept) from None
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete ``.latest.pt.<pid>.tmp`` files left by a killed or failed write."""
+    gone = []
+    for p in Path(folder).glob(TMP_GLOB):
+        try:
+            p.unlink()
+            gone.append(p)
+        except OSError:
+            pass
+    return gone
 
 
 def is_export(folder) -> bool:

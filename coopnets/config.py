@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 from .errors import UserError
+
+DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 @dataclass
@@ -89,6 +92,8 @@ class Config:
         need(self.compile in ("none", "inductor", "aot_eager"),
              f"--compile must be none, inductor or aot_eager, got {self.compile!r}")
         need(self.channels in (0, 1, 3), f"--channels must be 0, 1 or 3, got {self.channels}")
+        need(DEVICE_RE.match(self.device) is not None,
+             f"--device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         for name in ("batch_size", "num_chains", "steps", "des_width", "gen_width", "z_dim",
                      "log_every", "grid_size"):
             need(getattr(self, name) > 0, f"--{_flag(name)} must be positive, got {getattr(self, name)}")
@@ -216,14 +221,35 @@ def migrate(values: dict) -> dict:
     return {RENAMED.get(k, k): v for k, v in values.items()}
 
 
-def config_from_dict(values: dict) -> Config:
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def check_types(values: dict, source: str = "config") -> None:
+    """One line naming the first field whose value has the wrong JSON type (a string, null or
+    list where a number belongs); an int is accepted where a float belongs."""
+    for f in fields(Config):
+        if f.name not in values:
+            continue
+        v, kind = values[f.name], _TYPES[f.type] if isinstance(f.type, str) else f.type
+        ok = (isinstance(v, bool) if kind is bool else
+              isinstance(v, (int, float)) and not isinstance(v, bool) if kind is float else
+              isinstance(v, int) and not isinstance(v, bool) if kind is int else isinstance(v, kind))
+        if not ok:
+            what = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[kind]
+            raise UserError(f"{source}: {f.name} must be {what}, got {json.dumps(v)}")
+
+
+def config_from_dict(values: dict, source: str = "config") -> Config:
     """The Config of a saved dict (config.json, a checkpoint): old names mapped, fields that
-    did not exist yet take their defaults, unknown fields refused with one line."""
+    did not exist yet take their defaults, unknown fields and wrong types refused with one line."""
+    if not isinstance(values, dict):
+        raise UserError(f"{source} is not a JSON object of config fields")
     values = migrate(values)
     unknown = set(values) - {f.name for f in fields(Config)}
     if unknown:
         raise UserError(f"unknown config field(s) {', '.join(sorted(unknown))}; was this saved by "
                         "a newer coopnets?")
+    check_types(values, source)
     return Config(**values)
 
 
@@ -235,9 +261,14 @@ def resolve(preset: str | None = None, config_file: str | None = None, **overrid
         if not path.is_file():
             raise UserError(f"config file {path} does not exist")
         try:
-            values.update(migrate(json.loads(path.read_text())))
+            saved = json.loads(path.read_text())
         except json.JSONDecodeError as e:
             raise UserError(f"config file {path} is not valid JSON: {e}") from None
+        if not isinstance(saved, dict):
+            raise UserError(f"config file {path} is not a JSON object of config fields")
+        saved = migrate(saved)
+        check_types(saved, f"config file {path}")
+        values.update(saved)
     if preset:
         if preset not in PRESETS:
             raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -250,9 +281,32 @@ def save_config(cfg: Config, path: Path) -> None:
     path.write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
 
 
+def differences(saved: dict, mine: dict) -> list[str]:
+    """The fields in which ``mine`` computes differently from ``saved`` (so it cannot resume
+    it), in field order. A field missing from one (a run saved before the field existed)
+    counts as its default value. ``steps`` counts when the learning rates decay
+    (``lr_final`` < 1): the linear schedule spans the run's steps, so another total would
+    change the rates of the steps already taken and of those to come."""
+    a, b, defaults = migrate(saved), migrate(mine), dataclasses.asdict(Config())
+    names = [f.name for f in fields(Config)]
+    keys = [k for k in names if k not in RESUME_IGNORES] + sorted((set(a) | set(b)) - set(names))
+    out = [k for k in keys if a.get(k, defaults.get(k)) != b.get(k, defaults.get(k))]
+    if "lr_final" not in out and a.get("lr_final", 1.0) < 1 and a.get("steps") != b.get("steps"):
+        out.append("steps")
+    return out
+
+
 def same_run(a: dict, b: dict) -> bool:
-    """Whether two configs describe the same computation (so one resumes the other). A field
-    missing from one (a run saved before the field existed) counts as its default value."""
-    a, b, defaults = migrate(a), migrate(b), dataclasses.asdict(Config())
-    keys = (set(a) | set(b)) - RESUME_IGNORES
-    return all(a.get(k, defaults.get(k)) == b.get(k, defaults.get(k)) for k in keys)
+    """Whether two configs describe the same computation (so one resumes the other)."""
+    return not differences(a, b)
+
+
+def describe_differences(saved: dict, mine: dict, keys: list[str]) -> str:
+    """``algorithm coop -> abp, des_steps 10 -> 30`` for a one-line message."""
+    a, b, defaults = migrate(saved), migrate(mine), dataclasses.asdict(Config())
+
+    def short(v):
+        text = json.dumps(v)
+        return text if len(text) <= 60 else text[:28] + "..." + text[-28:]
+    return ", ".join(f"{k} {short(a.get(k, defaults.get(k)))} -> {short(b.get(k, defaults.get(k)))}"
+                     for k in keys)

@@ -65,7 +65,13 @@ def _zip(path: Path, image_size, center_crop, channels):
                        if Path(n).suffix.lower() in IMAGE_EXTS and not n.endswith("/"))
         if not names:
             raise UserError(f"no images (.png/.jpg/.jpeg/.bmp/.webp) found in {path}")
-        items = [(f"{path}:{n}", lambda n=n: io.BytesIO(zf.read(n))) for n in names]
+        def member(n):
+            try:
+                return io.BytesIO(zf.read(n))
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError,
+                    NotImplementedError, RuntimeError) as e:  # bad CRC, truncated, encrypted
+                raise UserError(f"cannot read {n} in {path}: {e}; the archive is damaged") from None
+        items = [(f"{path}:{n}", lambda n=n: member(n)) for n in names]
         return _from_files(items, image_size, center_crop, channels)
 
 
@@ -84,8 +90,8 @@ def _read_idx(path: Path) -> np.ndarray:
 def _npz_array(path: Path, key: str | None) -> np.ndarray:
     try:
         f = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read {path}: {e}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # EOFError: a 0-byte file
+        raise UserError(f"cannot read {path}: {str(e) or type(e).__name__}") from None
     if isinstance(f, np.ndarray):
         return f
     with f:
@@ -94,7 +100,10 @@ def _npz_array(path: Path, key: str | None) -> np.ndarray:
             key = "x_train" if "x_train" in keys else keys[0] if len(keys) == 1 else None
         if key is None or key not in keys:
             raise UserError(f"{path} holds arrays {keys}; choose one with --data-key NAME")
-        return f[key]
+        try:
+            return f[key]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # a damaged member
+            raise UserError(f"cannot read array {key} of {path}: {str(e) or type(e).__name__}") from None
 
 
 def _to_nhwc(arr: np.ndarray, name: str) -> np.ndarray:
@@ -143,6 +152,8 @@ def load_images(path, kind: str = "auto", image_size: int = 0, center_crop: bool
     path = Path(path).expanduser()
     if not path.exists():
         raise UserError(f"data path {path} does not exist; check --data")
+    if path.is_file() and path.stat().st_size == 0:
+        raise UserError(f"data file {path} is empty (0 bytes)")
     kind = detect_kind(path) if kind == "auto" else kind
     ch = channels or None
     if kind == "folder":
@@ -158,6 +169,8 @@ def load_images(path, kind: str = "auto", image_size: int = 0, center_crop: bool
             arr = _read_idx(path)
         else:
             arr = _npz_array(path, key or None)
+        if arr.ndim == 0 or len(arr) == 0:
+            raise UserError(f"{path} holds no examples (array of shape {arr.shape})")
         arr = _to_nhwc(arr, str(path))
         if image_size:
             arr = np.stack([resize(a, image_size, center_crop) for a in arr])
@@ -171,6 +184,8 @@ def load_images(path, kind: str = "auto", image_size: int = 0, center_crop: bool
         arr = arr[start:stop]
         if len(arr) == 0:
             raise UserError(f"--subset {subset} selects no examples from {path}")
+    if len(arr) == 0:
+        raise UserError(f"{path} holds no examples")
     if channels and arr.shape[-1] != channels:
         arr = np.repeat(arr, 3, -1) if channels == 3 else arr.mean(-1, keepdims=True).round().astype(np.uint8)
     return torch.from_numpy(np.array(arr.transpose(0, 3, 1, 2), order="C"))  # owned, writable

@@ -28,7 +28,11 @@ def pick_device(pref: str = "auto") -> torch.device:
     if pref.startswith("cuda") and not torch.cuda.is_available():
         from .errors import UserError
         raise UserError(f"--device {pref} asked for, but no CUDA device is available; use --device cpu")
-    return torch.device(pref)
+    try:
+        return torch.device(pref)
+    except RuntimeError:
+        from .errors import UserError
+        raise UserError(f"--device must be auto, cpu, cuda or cuda:N, got {pref!r}") from None
 
 
 def rank() -> int:

@@ -54,6 +54,10 @@ def generate(run_or_ckpt, n: int, mode: str = "gen", seed: int = 0, batch_size: 
         raise UserError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
     if n <= 0 or batch_size <= 0:
         raise UserError("-n and --batch-size must be positive")
+    if size is not None and size <= 0:
+        raise UserError(f"--size must be positive, got {size}")
+    if des_steps is not None and des_steps < 0:
+        raise UserError(f"--des-steps must be >= 0, got {des_steps}")
     dev = pick_device(device)
     cfg, des, gen, ckpt = load_run(run_or_ckpt, dev)
     size = size or ckpt["image_size"]

@@ -2,19 +2,30 @@
 ``STEPS[cfg.algorithm](...)`` -> monitor, log, grids, checkpoint. To resume, run the same
 command again.
 
-A run is a numbered folder ``runs/00012-coop-mnist/`` with ``config.json``, ``log.txt``,
-``stats.jsonl``, TensorBoard events, ``samples-*.png`` grids from a fixed latent batch, and
-``latest.pt``. A new ``train`` call with the same configuration (fields in
-``config.RESUME_IGNORES`` such as ``steps`` may differ) continues the latest such run.
+A run is a numbered folder ``runs/00012-coop-mnist/`` with ``config.json``, ``data.json``,
+``log.txt``, ``stats.jsonl``, TensorBoard events, ``samples-*.png`` grids from a fixed latent
+batch, and ``latest.pt``. A run is what it computes (``coopnets.runs``): its config with ``data`` resolved to an
+absolute path, plus a fingerprint of the data (``data.json``). A new ``train`` call with the
+same configuration (fields in ``config.RESUME_IGNORES`` such as ``steps`` may differ, but not
+``steps`` when the learning rates decay) continues the latest such run, from any working
+directory; the same config on changed data, or a changed ``--steps`` under a decaying
+schedule, is refused with one line rather than resumed.
+
+SIGINT and SIGTERM stop the loop after the current step: a checkpoint is written at that step
+(when healthy), the stop is logged, and ``Interrupted`` carries the shell's exit code (130,
+143). Every stop (end, signal, divergence, a failed write) is written to ``log.txt``.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-import re
+import os
 import shutil
+import signal
 import statistics
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -26,68 +37,117 @@ from tqdm.auto import tqdm
 from . import distributed as dist
 from . import fast
 from .algorithms import STEPS, Batch, Nets, amp_context, floats, unwrap
-from .checkpoint import LATEST, config_dict, load_checkpoint, save_checkpoint
-from .config import Config, save_config, same_run
+from .checkpoint import LATEST, config_dict, load_checkpoint, remove_stale_temp_files, save_checkpoint
+from .config import Config, save_config
 from .data import Batches, load_images
-from .errors import TrainingDiverged, UserError
+from .errors import Interrupted, TrainingDiverged, UserError, signal_name, write_error
 from .images import save_grid
 from .langevin import revise
 from .models import ARCH_VERSION, build_nets, recalibrate_batchnorm
+from .runs import RUN_RE, find_run_dir, run_name  # noqa: F401  (the run-folder API, re-exported)
+from .runs import DATA_FILE, _existing, check_run_dir, check_writable, data_identity
 from .seeding import ExampleRNG, generator, stream_seed, sub_seed
 
-RUN_RE = re.compile(r"^(\d{5})-")
 MAX_MOVE = 100.0  # an RMS Langevin move of 100 per pixel (pixels in [-1, 1]) is divergence
+# A collapsed generator (measured with --gen-lr 100 and 1 on the smoke and mnist-cpu presets:
+# BatchNorm statistics 1e3..1e14, 100% of pixels at +-1, or every sample the same; healthy
+# runs: statistics below 2, under 11% saturated, per-pixel std over samples 0.2..0.56).
+MAX_BN_STAT = 1e6  # |running_mean|, running_var of any BatchNorm after recalibration
+MAX_SATURATION = 0.995  # fraction of generated pixels with |x| > 0.99
+MIN_DIVERSITY = 0.01  # mean over pixels of the std over the fixed latent batch, when
+ALIKE_SATURATION = 0.5  # ... at least this fraction is saturated (a young texture generator's
+# samples are alike too, std 0.0099 at step 3 of texture-cpu, but not saturated)
 
 
-# ---- run folders and logs --------------------------------------------------------------------
-def run_name(cfg: Config) -> str:
-    tag = cfg.preset or Path(cfg.data).stem or "run"
-    return f"{cfg.algorithm}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', tag)}"
+# ---- logs --------------------------------------------------------------------
+def check_space(s: "Session", folder: Path) -> None:
+    """A checkpoint needs about its size twice over (the temp file beside the old one)."""
+    need = 2 * sum(t.numel() * t.element_size() for m in s.modules for t in m.state_dict().values()) * 3
+    free = shutil.disk_usage(_existing(folder)).free
+    if free < need:
+        raise UserError(f"cannot write {folder}: no space left on device for checkpoints "
+                        f"(about {need / 1e6:.3g} MB needed, {free / 1e6:.3g} MB free)")
 
 
-def find_run_dir(cfg: Config, new_run: bool = False) -> Path:
-    """The latest run folder in ``cfg.outdir`` with the same configuration, or a new one."""
-    out = Path(cfg.outdir)
-    runs = sorted((p for p in out.glob("*") if p.is_dir() and RUN_RE.match(p.name)), reverse=True)
-    if not new_run:
-        mine = config_dict(cfg)
-        for p in runs:
-            try:
-                saved = json.loads((p / "config.json").read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
-            if same_run(saved, mine):
-                return p
-    number = int(RUN_RE.match(runs[0].name).group(1)) + 1 if runs else 0
-    return out / f"{number:05d}-{run_name(cfg)}"
+def trim_stats(path: Path, step: int) -> int:
+    """Drop the rows of ``stats.jsonl`` after ``step`` (written after the checkpoint a run
+    resumes from, so they would appear twice) and a torn last line; returns how many."""
+    if not path.is_file():
+        return 0
+    lines = path.read_text().splitlines()
+    keep = []
+    for line in lines:
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            pass
+    if len(keep) < len(lines):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(k + "\n" for k in keep))
+        os.replace(tmp, path)
+    return len(lines) - len(keep)
 
 
 class RunLog:
-    """log.txt for people, stats.jsonl for machines, TensorBoard for both (main process)."""
+    """log.txt for people, stats.jsonl for machines, TensorBoard for both (main process).
+    ``resume_step``: the checkpoint's step when continuing a folder; stats.jsonl and the
+    TensorBoard events (``purge_step``) after it are dropped."""
 
-    def __init__(self, run_dir: Path, enabled: bool):
-        self.enabled, self.run_dir, self.tb = enabled, run_dir, None
+    def __init__(self, run_dir: Path, enabled: bool, resume_step: int | None = None):
+        self.enabled, self.run_dir, self.tb, self.trimmed = enabled, run_dir, None, 0
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(str(run_dir))
+            if resume_step is not None:
+                self.trimmed = trim_stats(run_dir / "stats.jsonl", resume_step)
+            self._hook = threading.excepthook
+            threading.excepthook = self._writer_thread_error
+            self.tb = SummaryWriter(str(run_dir), purge_step=None if resume_step is None
+                                    else resume_step + 1)
+
+    def _writer_thread_error(self, args) -> None:
+        """TensorBoard's writer thread dies on a full disk; the main thread reports it in one
+        line at the next write, so its traceback is not printed."""
+        if not (issubclass(args.exc_type, OSError) and "Writer" in type(args.thread).__name__):
+            self._hook(args)
+
+    def _write(self, name: str, line: str) -> None:
+        try:
+            with open(self.run_dir / name, "a") as fh:
+                fh.write(line + "\n")
+        except OSError as e:
+            raise write_error(self.run_dir / name, e) from None
 
     def text(self, line: str) -> None:
         if self.enabled:
-            with open(self.run_dir / "log.txt", "a") as fh:
-                fh.write(line + "\n")
+            self._write("log.txt", line)
+
+    def stop(self, line: str) -> None:
+        """Log why the run stopped, without letting a failing disk hide that reason."""
+        try:
+            self.text(line)
+        except UserError:
+            pass
 
     def stats(self, step: int, stats: dict) -> None:
         if not self.enabled:
             return
-        with open(self.run_dir / "stats.jsonl", "a") as fh:
-            fh.write(json.dumps({"step": step, **{k: round(v, 6) for k, v in stats.items()}}) + "\n")
+        self._write("stats.jsonl", json.dumps({"step": step, **{k: round(v, 6) for k, v in stats.items()}}))
         if self.tb:
-            for k, v in stats.items():
-                self.tb.add_scalar(k, v, step)
+            try:
+                for k, v in stats.items():
+                    self.tb.add_scalar(k, v, step)
+            except OSError as e:
+                raise write_error(self.run_dir, e) from None
 
     def close(self) -> None:
         if self.tb:
-            self.tb.close()
+            try:
+                self.tb.close()
+            except OSError:
+                pass  # a full disk: reported already, or by the caller's own write
+            self.tb = None
+            threading.excepthook = self._hook
 
 
 # ---- the session: everything a run computes with -----------------------------------------------
@@ -162,10 +222,15 @@ def restore(s: Session, ckpt: dict) -> str:
     """Load a checkpoint into the session, whatever device it was written on. Returns a note
     for the log when the noise stream had to be re-derived."""
     des, gen = s.modules
-    des.load_state_dict(ckpt["descriptor"])
-    gen.load_state_dict(ckpt["generator"])
-    s.nets.opt_des.load_state_dict(ckpt["opt_des"])  # Adam moves its state to the parameters
-    s.nets.opt_gen.load_state_dict(ckpt["opt_gen"])
+    try:
+        des.load_state_dict(ckpt["descriptor"])
+        gen.load_state_dict(ckpt["generator"])
+        s.nets.opt_des.load_state_dict(ckpt["opt_des"])  # Adam moves its state to the parameters
+        s.nets.opt_gen.load_state_dict(ckpt["opt_gen"])
+    except (KeyError, ValueError, RuntimeError) as e:  # a checkpoint of other networks
+        line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"the checkpoint does not fit this configuration's networks ({line}); "
+                        "start a new run with --new-run") from None
     s.state = {k: (v.to(s.device) if k == "chains" and v is not None else v)
                for k, v in ckpt["state"].items()}
     rank, saved_on = dist.rank(), ckpt.get("rng_device", "cpu")
@@ -193,49 +258,102 @@ def set_learning_rates(s: Session, step: int) -> None:
 
 
 # ---- health -------------------------------------------------------------------------------------
+def _kept(run_dir: Path, last_ckpt: int | None) -> str:
+    return (f"the last good checkpoint (step {last_ckpt}) is kept in {run_dir / LATEST}"
+            if last_ckpt is not None else "no checkpoint was written")
+
+
 def check_finite(step: int, stats: dict, run_dir: Path, last_ckpt: int | None) -> None:
     """Raise TrainingDiverged when a stat is NaN/inf or the Langevin move exceeds MAX_MOVE."""
     bad = {k: v for k, v in stats.items()
            if not math.isfinite(v) or (k == "langevin_move" and v > MAX_MOVE)}
     if bad:
-        kept = (f"the last good checkpoint (step {last_ckpt}) is kept in {run_dir / LATEST}"
-                if last_ckpt is not None else "no checkpoint was written")
         raise TrainingDiverged(
             f"training diverged at step {step} ({', '.join(f'{k} = {v}' for k, v in bad.items())}); "
-            f"{kept}; lower --des-lr or --des-step-size, or raise --ref-std, and run again")
+            f"{_kept(run_dir, last_ckpt)}; lower --des-lr or --des-step-size, or raise --ref-std, "
+            "and run again")
+
+
+def generator_health(gen, z: torch.Tensor) -> dict:
+    """What a collapsed generator shows (call after recalibrating BatchNorm): the largest
+    BatchNorm statistic, the fraction of saturated pixels of g(z) and their diversity (mean
+    over pixels of the std over the batch ``z``)."""
+    bn = [b.detach().abs().max().item() for name, b in gen.named_buffers()
+          if name.endswith(("running_mean", "running_var")) and b.numel()]
+    x = _decode(gen, z)
+    finite = bool(torch.isfinite(x).all())
+    return {"bn_stat": max(bn, default=0.0),
+            "saturation": (x.abs() > 0.99).float().mean().item() if finite else 1.0,
+            "diversity": x.std(0).mean().item() if finite and len(x) > 1 else float("nan")}
+
+
+def check_generator(s: "Session", step: int, run_dir: Path, last_ckpt: int | None) -> None:
+    """Raise TrainingDiverged when the generator has collapsed (BatchNorm statistics not finite
+    or beyond MAX_BN_STAT, almost every pixel at +-1, or every sample the same saturated
+    pattern), before it is saved."""
+    if s.cfg.algorithm == "descriptor":  # Algorithm D never uses the generator
+        return
+    h = generator_health(s.modules[1], s.fixed_z)
+    bad = []
+    if not math.isfinite(h["bn_stat"]) or h["bn_stat"] > MAX_BN_STAT:
+        bad.append(f"a BatchNorm running statistic is {h['bn_stat']:.3g}")
+    if h["saturation"] > MAX_SATURATION:
+        bad.append(f"{h['saturation']:.1%} of generated pixels are saturated at +-1")
+    if h["diversity"] < MIN_DIVERSITY and h["saturation"] > ALIKE_SATURATION:  # NaN never fails
+        bad.append(f"the samples are all the same saturated pattern (per-pixel std "
+                   f"{h['diversity']:.2g}, {h['saturation']:.0%} at +-1)")
+    if bad:
+        raise TrainingDiverged(
+            f"the generator collapsed at step {step} ({'; '.join(bad)}); "
+            f"{_kept(run_dir, last_ckpt)}; lower --gen-lr and run again")
 
 
 class MoveWatch:
     """Holds checkpoints back at the start of a blow-up.
 
-    A diverging CoopNets run shows it first in the Langevin move: it climbs to many times its
-    usual size for tens of steps before anything is NaN or above MAX_MOVE. A checkpoint is
-    written only if the largest move since the previous one is at most ``factor`` times the
-    median move of the last ``window`` steps, so that ``latest.pt`` keeps the last healthy
-    state; a passing spike only delays the next checkpoint. Runs without Langevin moves
-    (Algorithm G) and the first ``window`` steps after a (re)start are not gated.
+    A diverging CoopNets run shows it first in the Langevin move and in the energy gap
+    f(data) - f(syn): they climb to many times their usual size for tens of steps before
+    anything is NaN or above MAX_MOVE. A checkpoint is written only if the largest move since
+    the previous one is at most ``factor`` times the median move of the last ``window`` steps
+    and the largest |f_gap| at most ``gap_factor`` times its median, so that ``latest.pt``
+    keeps the last healthy state; a passing spike only delays the next checkpoint. Runs
+    without these stats (Algorithm G) and the first ``window`` steps after a (re)start are not
+    gated. (|f_gap| of a healthy run swings more than the move, hence the wider factor: the
+    largest of 200 half-normal draws is about 4x their median.)
     """
 
-    def __init__(self, window: int = 200, factor: float = 4.0):
-        self.moves: deque = deque(maxlen=window)
-        self.factor, self.peak = factor, 0.0
+    def __init__(self, window: int = 200, factor: float = 4.0, gap_factor: float = 10.0):
+        self.series = {"langevin_move": deque(maxlen=window), "f_gap": deque(maxlen=window)}
+        self.factors = {"langevin_move": factor, "f_gap": gap_factor}
+        self.window, self.peaks = window, {"langevin_move": 0.0, "f_gap": 0.0}
+
+    @property
+    def moves(self) -> deque:
+        return self.series["langevin_move"]
 
     def add(self, stats: dict) -> None:
-        move = stats.get("langevin_move")
-        if move is not None and math.isfinite(move):
-            self.moves.append(move)
-            self.peak = max(self.peak, move)
+        for k, values in self.series.items():
+            v = stats.get(k)
+            if v is not None and math.isfinite(v):
+                values.append(abs(v))
+                self.peaks[k] = max(self.peaks[k], abs(v))
 
     def verdict(self) -> str:
         """"" if a checkpoint may be written now, else why not (the same on every process)."""
-        full = len(self.moves) == self.moves.maxlen
-        med = statistics.median(self.moves) if full else 0.0
-        s = dist.mean_over_ranks({"full": float(full), "median": med, "peak": self.peak})
-        self.peak = 0.0
-        if s["full"] < 1 or s["peak"] <= self.factor * s["median"]:
-            return ""
-        return (f"the Langevin move reached {s['peak']:.3g}, {s['peak'] / s['median']:.1f}x its "
-                f"median {s['median']:.3g} over the last {self.moves.maxlen} steps")
+        local = {}
+        for k, values in self.series.items():
+            full = len(values) == self.window
+            local.update({f"{k}.full": float(full), f"{k}.peak": self.peaks[k],
+                          f"{k}.median": statistics.median(values) if full else 0.0})
+        s = dist.mean_over_ranks(local)
+        self.peaks = dict.fromkeys(self.peaks, 0.0)
+        why = []
+        for k, label in (("langevin_move", "the Langevin move"), ("f_gap", "|f(data) - f(syn)|")):
+            peak, med = s[f"{k}.peak"], s[f"{k}.median"]
+            if s[f"{k}.full"] >= 1 and med > 0 and peak > self.factors[k] * med:
+                why.append(f"{label} reached {peak:.3g}, {peak / med:.1f}x its median {med:.3g} "
+                           f"over the last {self.window} steps")
+        return " and ".join(why)
 
 
 class Monitor:
@@ -275,11 +393,17 @@ def write_checkpoint(s: Session, run_dir: Path, step: int, mon: Monitor) -> None
     if not _finite_params(des, gen):
         check_finite(step, {"parameters": float("nan")}, run_dir, mon.last_ckpt)
     recalibrate_batchnorm(gen, s.calib_z, s.cfg.num_chains)
+    check_generator(s, step, run_dir, mon.last_ckpt)
     obj = checkpoint_dict(s, step)
     if dist.is_main():
         save_checkpoint(obj, run_dir / LATEST)
         if s.cfg.snapshot_every and step % s.cfg.snapshot_every == 0:
-            shutil.copyfile(run_dir / LATEST, run_dir / f"ckpt-{step:06d}.pt")
+            snap = run_dir / f"ckpt-{step:06d}.pt"
+            try:
+                shutil.copyfile(run_dir / LATEST, snap)
+            except OSError as e:
+                snap.unlink(missing_ok=True)
+                raise write_error(snap, e, f"{LATEST} (step {step}) was written") from None
     dist.barrier()
     mon.last_ckpt = step
 
@@ -353,23 +477,43 @@ def load_training_images(cfg: Config) -> torch.Tensor:
                         " and --crop-frames 0")
     from .video import is_video_path, load_videos
     if cfg.data_kind == "video" or (cfg.data_kind == "auto" and is_video_path(cfg.data)):
-        return load_videos(cfg.data, cfg.frames, cfg.frame_start, cfg.frame_stride,
-                           cfg.image_size, cfg.center_crop, cfg.channels, cfg.data_key)
-    return load_images(cfg.data, cfg.data_kind, cfg.image_size, cfg.center_crop, cfg.channels,
-                       cfg.subset, cfg.data_key)
+        images = load_videos(cfg.data, cfg.frames, cfg.frame_start, cfg.frame_stride,
+                             cfg.image_size, cfg.center_crop, cfg.channels, cfg.data_key)
+    else:
+        images = load_images(cfg.data, cfg.data_kind, cfg.image_size, cfg.center_crop,
+                             cfg.channels, cfg.subset, cfg.data_key)
+    n, world = len(images), dist.world()
+    if 1 < n < cfg.batch_size * world:  # (one image, a texture, is drawn with replacement)
+        each = f" per process x {world} processes" if world > 1 else ""
+        raise UserError(f"--batch-size {cfg.batch_size}{each} is more than the {n} training examples; "
+                        f"use --batch-size {max(1, n // world)} or less")
+    return images
 
 
-def open_run(s: Session, run_dir: Path, start: int, n_images: int) -> RunLog:
-    """Create the run folder, save config.json and open the logs (main process writes)."""
+def open_run(s: Session, run_dir: Path, start: int, n_images: int, resuming: bool,
+             data_id: dict) -> RunLog:
+    """Create the run folder, record config.json and data.json (a resumed run's are only
+    rewritten by a compatible config: the absolute data path, a new --steps), remove temp
+    files a killed write left, and open the logs (main process writes)."""
+    stale = []
     if dist.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(s.cfg, run_dir / "config.json")
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(s.cfg, run_dir / "config.json")
+            (run_dir / DATA_FILE).write_text(json.dumps(data_id, indent=2) + "\n")
+        except OSError as e:
+            raise write_error(run_dir, e) from None
+        stale = remove_stale_temp_files(run_dir)
     dist.barrier()
-    log = RunLog(run_dir, dist.is_main())
-    log.text(f"{'resumed at step ' + str(start) if start else 'started'}: {run_dir} on {s.device}, "
+    log = RunLog(run_dir, dist.is_main(), start if resuming else None)
+    log.text(f"{'resumed at step ' + str(start) if resuming else 'started'}: {run_dir} on {s.device}, "
              f"{dist.world()} process(es), {n_images} {'videos' if s.frames else 'images'} "
              f"{s.channels}x{str(s.frames) + 'x' if s.frames else ''}{s.size}x{s.size}, "
              f"torch {torch.__version__}")
+    if stale:
+        log.text(f"removed {len(stale)} temp file(s) of an interrupted checkpoint write")
+    if log.trimmed:
+        log.text(f"dropped {log.trimmed} stats.jsonl row(s) after step {start}, the checkpoint's")
     return log
 
 
@@ -388,12 +532,80 @@ def step_nets(s: Session) -> Nets:
                 s.nets.opt_gen, s.nets.latent_shape, reviser)
 
 
+class Signals:
+    """SIGINT (Ctrl-C) and SIGTERM (what schedulers send) during the loop: remembered, and the
+    loop stops after the current step; a second one stops at once, without saving. Installed
+    only from the main thread (Python delivers signals there)."""
+
+    def __init__(self):
+        self.signum, self._old = 0, {}
+
+    def __enter__(self) -> "Signals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(sig) is not signal.SIG_IGN:  # nohup, a background job: leave
+                    self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum:
+            raise Interrupted(signum, f"stopped by a second {signal_name(signum)} in the middle "
+                                      "of a step; nothing more was saved")
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    def pending(self) -> int:
+        """The signal to stop for, agreed on by every process (0: none)."""
+        if dist.world() == 1:
+            return self.signum
+        got = dist.mean_over_ranks({"sig": float(self.signum)})["sig"]
+        return self.signum or (int(signal.SIGTERM) if got > 0 else 0)
+
+
+def stop_for_signal(s: Session, run_dir: Path, step: int, mon: Monitor, signum: int) -> Interrupted:
+    """Save a checkpoint at ``step`` unless the run is unhealthy or already drifting; returns
+    the Interrupted to raise, whose message says what was kept."""
+    mon.flush()  # every step since the last check: raises TrainingDiverged if one is bad
+    why = mon.watch.verdict()
+    if why:
+        kept = f"checkpoint held back because {why}; latest.pt stays at step {mon.last_ckpt or 0}"
+    elif mon.last_ckpt != step:
+        write_checkpoint(s, run_dir, step, mon)
+        kept = f"latest.pt saved at step {step}"
+    else:
+        kept = f"latest.pt is at step {step}"
+    return Interrupted(signum, f"stopped by {signal_name(signum)} at step {step}; {kept}; "
+                               "run the same command again to resume")
+
+
+def choose_run(cfg: Config, run_dir, new_run: bool) -> tuple[Config, Path, dict]:
+    """(config with the data path made absolute, the run folder, the data identity): the
+    folder to resume or start, refused in one line when it would mix runs up or cannot be
+    written; all before the data are loaded."""
+    given, data_id = cfg.data, data_identity(cfg.data)
+    cfg = dataclasses.replace(cfg, data=data_id["path"] if data_id["fingerprint"] else cfg.data)
+    if run_dir:
+        run_dir = Path(run_dir).expanduser().absolute()
+        check_run_dir(run_dir, cfg, data_id, given)
+    else:
+        run_dir = find_run_dir(cfg, new_run, data_id, given)
+    if dist.is_main():
+        check_writable(run_dir)
+    return cfg, run_dir, data_id
+
+
 # ---- the loop -----------------------------------------------------------------------------------
 def train(cfg: Config, run_dir: str | Path | None = None, new_run: bool = False) -> Path:
-    """Train (or resume) a run; returns its folder."""
+    """Train (or resume) a run; returns its folder. Raises UserError (bad input, a run that
+    cannot resume, a failed write), TrainingDiverged, or Interrupted (SIGINT/SIGTERM, after
+    saving)."""
     device = dist.init(cfg.device)
     fast.configure_device(cfg, device)
     rank, world = dist.rank(), dist.world()
+    cfg, run_dir, data_id = choose_run(cfg, run_dir, new_run)
     images = load_training_images(cfg)
     if images.dim() == 5:
         from .video import VideoBatches
@@ -401,12 +613,13 @@ def train(cfg: Config, run_dir: str | Path | None = None, new_run: bool = False)
     else:
         batches = Batches(images, cfg.batch_size, cfg.seed, cfg.crop_size)
     s = build_session(cfg, images, device)
-    run_dir = Path(run_dir) if run_dir else find_run_dir(cfg, new_run)
-    start, note = 0, ""
+    if dist.is_main():
+        check_space(s, run_dir)
+    start, note, resuming = 0, "", run_dir.is_dir() and (run_dir / "config.json").is_file()
     if (run_dir / LATEST).is_file():
         ckpt = load_checkpoint(run_dir)
         note, start = restore(s, ckpt), ckpt["step"]
-    log = open_run(s, run_dir, start, len(images))
+    log = open_run(s, run_dir, start, len(images), resuming, data_id)
     if note:
         log.text(f"note: {note}")
     mon, step_fn = Monitor(run_dir), STEPS[cfg.algorithm]
@@ -420,36 +633,48 @@ def train(cfg: Config, run_dir: str | Path | None = None, new_run: bool = False)
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=run_dir.name,
                disable=not show or plain, dynamic_ncols=True)
     try:
-        for step in bar:
-            set_learning_rates(s, step)
-            index = batches.indices(step, rank, world)  # one permutation draw per step
-            batch = Batch(batches.batch(step, rank, world, index).to(device, memory_format=fmt), index)
-            result = step_fn(nets, batch, s.state, cfg, s.rng)
-            s.state, s.samples, done = result.state, result.samples, step + 1
-            mon.add(done, result.stats)
-            log_due, ckpt_due = _due(done, cfg.log_every, cfg.steps), _due(done, cfg.ckpt_every, cfg.steps)
-            if log_due or ckpt_due:
-                stats = mon.flush()
-                if log_due:
-                    stats = dist.mean_over_ranks(stats)
-                    log.stats(done, stats)
-                    log.text(f"step {done}: " + "  ".join(f"{k} {v:.4g}" for k, v in stats.items()))
-                    bar.set_postfix_str(_postfix(stats))
-                    if plain:
-                        print(f"{run_dir.name} step {done}/{cfg.steps}  {_postfix(stats)}",
-                              file=sys.stderr, flush=True)
-            if dist.is_main() and cfg.sample_every and _due(done, cfg.sample_every, cfg.steps):
-                save_progress(s, run_dir, done)
-            if ckpt_due:
-                maybe_checkpoint(s, run_dir, done, mon, log)
-    except KeyboardInterrupt:
-        log.text(f"interrupted; resume from step {mon.last_ckpt or 0} with the same command")
+        with Signals() as signals:
+            for step in bar:
+                set_learning_rates(s, step)
+                index = batches.indices(step, rank, world)  # one permutation draw per step
+                batch = Batch(batches.batch(step, rank, world, index).to(device, memory_format=fmt), index)
+                result = step_fn(nets, batch, s.state, cfg, s.rng)
+                s.state, s.samples, done = result.state, result.samples, step + 1
+                mon.add(done, result.stats)
+                log_due, ckpt_due = _due(done, cfg.log_every, cfg.steps), _due(done, cfg.ckpt_every, cfg.steps)
+                if log_due or ckpt_due:
+                    stats = mon.flush()
+                    if log_due:
+                        stats = dist.mean_over_ranks(stats)
+                        log.stats(done, stats)
+                        log.text(f"step {done}: " + "  ".join(f"{k} {v:.4g}" for k, v in stats.items()))
+                        bar.set_postfix_str(_postfix(stats))
+                        if plain:
+                            print(f"{run_dir.name} step {done}/{cfg.steps}  {_postfix(stats)}",
+                                  file=sys.stderr, flush=True)
+                if dist.is_main() and cfg.sample_every and _due(done, cfg.sample_every, cfg.steps):
+                    save_progress(s, run_dir, done)
+                if ckpt_due:
+                    maybe_checkpoint(s, run_dir, done, mon, log)
+                if done < cfg.steps and signals.pending():
+                    raise stop_for_signal(s, run_dir, done, mon, signals.pending())
+    except Interrupted as e:
+        log.stop(str(e))
+        raise
+    except (TrainingDiverged, UserError) as e:
+        log.stop(f"stopped: {e}")
+        raise
+    except KeyboardInterrupt:  # a Ctrl-C outside the loop's handler (another thread's train())
+        log.stop(f"stopped: interrupted; latest.pt is at step {mon.last_ckpt or 0}; run the "
+                 "same command again to resume")
         raise
     finally:
         bar.close()
         log.close()
     if start >= cfg.steps and dist.is_main():
         msg = f"run already at step {start} of {cfg.steps}; raise --steps to continue"
-        log.text(msg)
+        log.stop(msg)
         print(msg)
+    else:
+        log.stop(f"finished: step {cfg.steps} of {cfg.steps}; latest.pt is at step {mon.last_ckpt}")
     return run_dir

@@ -89,7 +89,8 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
     assert "--gen-steps" in error_line(capsys, base + ["--data", str(ok), "--algorithm", "abp",
                                                        "--gen-steps", "0"])
     assert "unknown preset" in error_line(capsys, ["train", "--preset", "nope", "--data", str(ok)])
-    assert "takes 28x28" in error_line(capsys, base + ["--data", str(ok), "--image-size", "32"])
+    assert "takes 28x28" in error_line(capsys, base + ["--data", str(ok), "--image-size", "32",
+                                                       "--batch-size", "2"])
     (tmp_path / "junk.zip").write_bytes(b"PK nope")
     assert "zip" in error_line(capsys, base + ["--data", str(tmp_path / "junk.zip")])
     assert "neither a run folder" in error_line(capsys, ["sample", str(tmp_path / "none")])

@@ -8,9 +8,10 @@ nothing prints a traceback unless it is a bug.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
-from ..errors import TrainingDiverged, UserError
+from ..errors import Interrupted, TrainingDiverged, UserError, signal_name
 from . import complete, demo, evaluate, export, interpolate, presets, report, sample, train
 
 COMMANDS = {  # name -> (module, one-line help)
@@ -38,8 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum, frame):
+    """SIGTERM outside the training loop (which saves first): stop like Ctrl-C does."""
+    raise Interrupted(signum, f"stopped by {signal_name(signum)}; run the same command again")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    old = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
     try:
         return int(args.func(args) or 0)
     except UserError as e:
@@ -48,6 +55,17 @@ def main(argv=None) -> int:
     except TrainingDiverged as e:
         print(f"coopnets: {e}", file=sys.stderr)
         return 3
+    except Interrupted as e:
+        print(f"coopnets: {e}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
-        print("coopnets: interrupted; run the same command again to resume", file=sys.stderr)
+        print("coopnets: interrupted (Ctrl-C); run the same command again", file=sys.stderr)
         return 130
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+
+def _main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()

@@ -68,6 +68,32 @@ def _json_safe(v):
     return v
 
 
+def _check_run_against(args, size: dict):
+    """Metrics that compare images pixel for pixel: read the reference (and validation) images
+    and check their shape, and for psnr/ssim their count, against the run's samples before any
+    sampling. Returns them as tensors, so they are read once."""
+    from ..checkpoint import load_checkpoint
+    from ..evaluation import DEFAULT_RUN_SAMPLES, ImageSource
+    try:
+        ck = load_checkpoint(args.source)
+    except UserError:  # no checkpoint yet: sampling says so
+        return args.ref, args.validation
+    shape = (ck["channels"], ck["image_size"], ck["image_size"])
+    ref = ImageSource(args.ref_subset, args.ref_key, **size).read(args.ref)
+    val = (ImageSource(args.validation_subset, args.validation_key, **size).read(args.validation)
+           if args.validation else None)
+    for what, imgs in (("reference", ref), ("validation", val)):
+        if imgs is not None and tuple(imgs.shape[1:]) != shape:
+            raise UserError(f"the run's samples are {shape} (C, H, W) but the {what} images are "
+                            f"{tuple(imgs.shape[1:])}; use --image-size N, or data with the same "
+                            "channels")
+    n = args.num_samples or DEFAULT_RUN_SAMPLES
+    if args.metric in ("psnr", "ssim") and n != len(ref):
+        raise UserError(f"{args.metric} compares images one to one, but {n} samples would be drawn "
+                        f"for {len(ref)} reference images; pass --num-samples {len(ref)}")
+    return ref, val
+
+
 def run(args) -> int:
     from ..distributed import pick_device
     from ..evaluation import ImageSource, check_inputs, evaluate, git_commit, is_run, load_samples
@@ -83,11 +109,14 @@ def run(args) -> int:
                  classifier=args.classifier)
     device = pick_device(args.device)
     size = dict(image_size=args.image_size, center_crop=args.center_crop)
+    ref, validation = args.ref, args.validation
+    if is_run(args.source) and args.metric in ("parzen", "psnr", "ssim"):
+        ref, validation = _check_run_against(args, size)  # before sampling 10,000 images
     x = load_samples(args.source, args.num_samples, mode=args.mode, seed=args.seed,
                      batch_size=args.batch_size, device=device,
                      read=ImageSource(key=args.source_key, **size))
     result = evaluate(
-        x, args.metric, args.ref, validation=args.validation,
+        x, args.metric, ref, validation=validation,
         ref_read=ImageSource(args.ref_subset, args.ref_key, **size),
         validation_read=ImageSource(args.validation_subset, args.validation_key, **size),
         inception=args.inception, classifier=args.classifier, batch_size=args.batch_size,

@@ -34,7 +34,20 @@ def _format(out: str) -> str:
     return "grid" if out.lower().endswith(".png") else "png"
 
 
+def check_arguments(args) -> None:
+    """Everything that can be refused before the checkpoint is loaded."""
+    for flag, value, low in (("-n", args.num, 1), ("--batch-size", args.batch_size, 1),
+                             ("--nrow", args.nrow, 1), ("--size", args.size, 1),
+                             ("--des-steps", args.des_steps, 0)):
+        if value is not None and value < low:
+            what = "positive" if low else ">= 0"
+            raise UserError(f"{flag} must be {what}, got {value}")
+    if args.mode not in ("gen", "revise", "des"):
+        raise UserError(f"--mode must be one of gen, revise, des, got {args.mode!r}")
+
+
 def run(args) -> int:
+    check_arguments(args)
     import numpy as np
 
     from ..checkpoint import find_checkpoint

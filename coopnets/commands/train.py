@@ -26,11 +26,11 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from .. import distributed
-    from ..training import train
     overrides = {k: parse_value(FIELDS[k], v) for k, v in vars(args).items()
                  if k in FIELDS and k != "preset" and v is not None}
-    cfg = resolve(args.preset, args.config, **overrides)
+    cfg = resolve(args.preset, args.config, **overrides)  # bad options fail before torch loads
+    from .. import distributed
+    from ..training import train
     try:
         run_dir = train(cfg, args.run_dir, args.new_run)
         main = distributed.is_main()

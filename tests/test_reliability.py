@@ -1,0 +1,259 @@
+"""Reliability (issue 13): a run is what it computes, signals save, resumes do not duplicate
+logs, failed writes keep latest.pt, and collapse is caught. Each numbered case of the issue
+has a test here that fails on the code before it."""
+import errno
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from coopnets import checkpoint as ckpt_mod
+from coopnets import training as train_mod
+from coopnets.checkpoint import LATEST, load_checkpoint, save_checkpoint
+from coopnets.config import resolve
+from coopnets.errors import Interrupted, TrainingDiverged, UserError
+from coopnets.training import MoveWatch, train
+
+
+def cfg_for(data, out, **kw):
+    """The smoke preset, checkpointing only at the end and without grids unless asked: BatchNorm
+    recalibration at each checkpoint and grid is most of a smoke run's time."""
+    kw = {"ckpt_every": 1000, "sample_every": 0, **kw}
+    return resolve("smoke", data=str(data), outdir=str(out), progress=False, **kw)
+
+
+def params(run):
+    ck = load_checkpoint(run)
+    return ck["step"], {**ck["descriptor"], **{"g." + k: v for k, v in ck["generator"].items()},
+                        "opt_des.exp_avg": ck["opt_des"]["state"][0]["exp_avg"]}
+
+
+def assert_same(a, b):
+    (sa, pa), (sb, pb) = params(a), params(b)
+    assert sa == sb
+    for k in pa:
+        assert torch.equal(pa[k], pb[k]), k
+
+
+def write_folder(folder, n=8, seed=0):
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8), "L").save(folder / f"{i}.png")
+    return folder
+
+
+def signal_at(monkeypatch, calls_before_signal: int, signum: int):
+    """Make the coop step send ``signum`` to this process during its n-th call."""
+    real, calls = train_mod.STEPS["coop"], []
+
+    def step(*a, **k):
+        calls.append(None)
+        if len(calls) == calls_before_signal:
+            os.kill(os.getpid(), signum)
+        return real(*a, **k)
+
+    monkeypatch.setitem(train_mod.STEPS, "coop", step)
+
+
+# 1. runs are matched by what they compute, not by the --data string --------------------------
+def test_one_data_set_however_spelled_is_one_run_and_other_data_are_not(tmp_path, monkeypatch):
+    here, there = tmp_path / "here", tmp_path / "there"
+    write_folder(here / "good")
+    write_folder(there / "good", seed=1)  # another data set under the same relative name
+    out = tmp_path / "runs"
+    monkeypatch.chdir(here)
+    runs = [train(cfg_for(spelling, out, steps=i + 1))
+            for i, spelling in enumerate(["good", "./good", "good/", str(here / "good")])]
+    assert len(set(runs)) == 1 and load_checkpoint(runs[0])["step"] == 4
+    assert json.loads((runs[0] / "config.json").read_text())["data"] == str(here / "good")
+    assert json.loads((runs[0] / "data.json").read_text())["files"] == 8
+    monkeypatch.chdir(there)  # the same command from elsewhere: other data, a new run
+    other = train(cfg_for("good", out, steps=5))
+    assert other != runs[0] and load_checkpoint(other)["step"] == 5
+    assert load_checkpoint(runs[0])["step"] == 4  # the first run was not touched
+    write_folder(there / "good" / "more", n=1, seed=2)  # same path, changed content
+    with pytest.raises(UserError, match=r"not what the run was trained on \(8 file\(s\).*9 file"):
+        train(cfg_for("good", out, steps=6))
+    assert load_checkpoint(other)["step"] == 5
+    assert train(cfg_for("good", out, steps=1), new_run=True) not in (other, runs[0])
+
+
+def test_a_run_saved_before_fingerprints_still_resumes(tmp_path, digits_npz, monkeypatch):
+    monkeypatch.chdir(digits_npz.parent)
+    run = train(cfg_for("digits.npz", tmp_path / "runs", steps=1))
+    (run / "data.json").unlink()  # as written before: no fingerprint, --data as typed
+    cfg = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**cfg, "data": "digits.npz"}))
+    assert train(cfg_for("digits.npz", tmp_path / "runs", steps=2)) == run
+    assert load_checkpoint(run)["step"] == 2 and (run / "data.json").is_file()
+
+
+# 2. --run-dir never continues or overwrites another run ---------------------------------------
+def test_run_dir_with_another_config_is_refused_and_config_json_kept(tmp_path, digits_npz):
+    run = tmp_path / "mine"
+    train(cfg_for(digits_npz, tmp_path, steps=1), run_dir=run)
+    before = (run / "config.json").read_bytes(), (run / LATEST).read_bytes()
+    with pytest.raises(UserError, match=r"different configuration \(algorithm \"coop\" -> \"abp\""):
+        train(cfg_for(digits_npz, tmp_path, steps=2, algorithm="abp"), run_dir=run)
+    other = tmp_path / "other.npz"
+    np.savez(other, x_train=np.zeros((16, 28, 28), np.uint8))
+    with pytest.raises(UserError, match=r"data .*other.npz"):
+        train(cfg_for(other, tmp_path, steps=2), run_dir=run)
+    with pytest.raises(UserError, match="is a file"):
+        train(cfg_for(digits_npz, tmp_path, steps=2), run_dir=run / "config.json")
+    assert ((run / "config.json").read_bytes(), (run / LATEST).read_bytes()) == before
+    assert train(cfg_for(digits_npz, tmp_path, steps=2), run_dir=run) == run  # same config resumes
+
+
+# 3. --steps and a decaying learning rate -----------------------------------------------------
+def test_30_plus_30_steps_equal_60_and_a_changed_steps_is_refused(tmp_path, digits_npz, monkeypatch):
+    kw = dict(steps=60, lr_final=0.1, ckpt_every=50, log_every=10, sample_every=0)
+    straight = train(cfg_for(digits_npz, tmp_path / "a", **kw))
+    signal_at(monkeypatch, 30, signal.SIGINT)  # Ctrl-C during step 30
+    with pytest.raises(Interrupted) as stop:
+        train(cfg_for(digits_npz, tmp_path / "b", **kw))
+    assert stop.value.exit_code == 130 and "at step 30" in str(stop.value)
+    monkeypatch.undo()
+    run = next((tmp_path / "b").iterdir())
+    assert load_checkpoint(run)["step"] == 30
+    with pytest.raises(UserError, match=r"--steps 60 .*lr_final 0.1 < 1.*resume with --steps 60"):
+        train(cfg_for(digits_npz, tmp_path / "b", **{**kw, "steps": 90}))
+    assert train(cfg_for(digits_npz, tmp_path / "b", **kw)) == run
+    assert_same(straight, run)
+
+
+# 4. signals save at the current step; 9. every stop is logged -----------------------------------
+def test_sigterm_saves_at_the_current_step_logs_it_and_resumes_bit_identically(tmp_path, digits_npz,
+                                                                               monkeypatch):
+    kw = dict(steps=12, ckpt_every=100, log_every=2, sample_every=0)
+    straight = train(cfg_for(digits_npz, tmp_path / "a", **kw))
+    signal_at(monkeypatch, 7, signal.SIGTERM)
+    with pytest.raises(Interrupted) as stop:
+        train(cfg_for(digits_npz, tmp_path / "b", **kw))
+    assert stop.value.exit_code == 143
+    monkeypatch.undo()
+    run = next((tmp_path / "b").iterdir())
+    assert load_checkpoint(run)["step"] == 7
+    assert "stopped by SIGTERM at step 7; latest.pt saved at step 7" in (run / "log.txt").read_text()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+    train(cfg_for(digits_npz, tmp_path / "b", **kw))
+    assert_same(straight, run)
+    log = (run / "log.txt").read_text()
+    assert "resumed at step 7" in log and "finished: step 12 of 12" in log
+
+
+def test_divergence_is_written_to_the_log(tmp_path, digits_npz, monkeypatch):
+    real = train_mod.STEPS["coop"]
+    monkeypatch.setitem(train_mod.STEPS, "coop", lambda *a, **k: real(*a, **k)._replace(
+        stats={"f_gap": float("nan")}))
+    with pytest.raises(TrainingDiverged):
+        train(cfg_for(digits_npz, tmp_path, steps=2))
+    log = (next(tmp_path.glob("0000*")) / "log.txt").read_text()
+    assert "stopped: training diverged at step 1 (f_gap = nan)" in log
+
+
+# 5. resuming does not log steps twice ----------------------------------------------------------
+def test_resume_trims_stats_and_tensorboard_to_the_checkpoint(tmp_path, digits_npz):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    kw = dict(steps=10, ckpt_every=5, snapshot_every=5, log_every=1, sample_every=0)
+    run = train(cfg_for(digits_npz, tmp_path, **kw))
+    # as if killed at step 10 before its checkpoint: latest.pt is step 5's, logs run to 10
+    os.replace(run / "ckpt-000005.pt", run / LATEST)
+    (run / "ckpt-000010.pt").unlink()
+    with open(run / "stats.jsonl", "a") as fh:
+        fh.write('{"step": 11, "f_g')  # and a line torn by the kill
+    train(cfg_for(digits_npz, tmp_path, **kw))
+    steps = [json.loads(line)["step"] for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 11))
+    acc = EventAccumulator(str(run))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("f_gap")] == list(range(1, 11))
+
+
+# 6. temp files of killed or failed writes; a full disk keeps latest.pt ---------------------------
+def test_stale_temp_files_are_removed_on_resume(tmp_path, digits_npz):
+    run = train(cfg_for(digits_npz, tmp_path, steps=1))
+    (run / ".latest.pt.4242.tmp").write_bytes(b"partial")
+    train(cfg_for(digits_npz, tmp_path, steps=2))
+    assert not list(run.glob(".latest.pt.*.tmp"))
+    assert "removed 1 temp file" in (run / "log.txt").read_text()
+
+
+def test_a_full_disk_is_one_line_and_latest_pt_survives(tmp_path, digits_npz, monkeypatch):
+    run = train(cfg_for(digits_npz, tmp_path, steps=2))
+    good = (run / LATEST).read_bytes()
+    real = ckpt_mod._Writes.write
+
+    def fill_up(self, data):
+        real(self, data[: len(data) // 2])  # part of it lands, then the disk is full
+        self.error = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        raise self.error
+
+    monkeypatch.setattr(ckpt_mod._Writes, "write", fill_up)
+    with pytest.raises(UserError, match=r"cannot write .*latest.pt: no space left on device; "
+                                        r"latest.pt is unchanged"):
+        train(cfg_for(digits_npz, tmp_path, steps=4))
+    assert (run / LATEST).read_bytes() == good and not list(run.glob("*.tmp"))
+    assert "no space left on device" in (run / "log.txt").read_text()
+    monkeypatch.undo()
+    assert load_checkpoint(run)["step"] == 2
+
+
+def test_save_checkpoint_removes_its_temp_file_when_a_write_fails(tmp_path, monkeypatch):
+    monkeypatch.setattr(ckpt_mod.os, "fsync", lambda fd: (_ for _ in ()).throw(
+        OSError(errno.EROFS, os.strerror(errno.EROFS))))
+    with pytest.raises(UserError, match="read-only file system; no checkpoint was written"):
+        save_checkpoint({"x": torch.zeros(3)}, tmp_path / LATEST)
+    assert list(tmp_path.iterdir()) == []
+
+
+# 7. a collapsed generator stops the run before it is saved -------------------------------------
+def test_a_collapsed_generator_exits_without_saving(tmp_path, digits_npz):
+    with pytest.raises(TrainingDiverged, match=r"generator collapsed at step 1 \(a BatchNorm "
+                                               r"running statistic is .*saturated"):
+        train(cfg_for(digits_npz, tmp_path, steps=3, gen_lr=100.0, ckpt_every=1))
+    run = next(tmp_path.glob("0000*"))
+    assert not (run / LATEST).exists()
+    assert "stopped: the generator collapsed" in (run / "log.txt").read_text()
+
+
+def test_generator_health_measures_saturation_and_diversity():
+    class Const(torch.nn.Module):
+        def __init__(self, x):
+            super().__init__()
+            self.x = x
+
+        def forward(self, z):
+            return self.x.expand(len(z), -1)
+
+    h = train_mod.generator_health(Const(torch.tensor([1.0, -1.0, 1.0, 0.5])), torch.zeros(5, 2))
+    assert h == {"bn_stat": 0.0, "saturation": 0.75, "diversity": 0.0}
+
+
+# 8. a checkpoint is held back while the run is already drifting --------------------------------
+def test_a_drifting_run_holds_its_checkpoint_back_on_f_gap_as_well_as_the_move():
+    watch = MoveWatch(window=5, factor=4.0, gap_factor=10.0)
+    for _ in range(5):
+        watch.add({"langevin_move": 0.1, "f_gap": -1.0})
+    assert watch.verdict() == ""
+    watch.add({"langevin_move": 0.31, "f_gap": 20.0})  # move 3.1x its median, f_gap 20x
+    why = watch.verdict()
+    assert "|f(data) - f(syn)| reached 20, 20.0x its median 1" in why and "Langevin" not in why
+    watch.add({"langevin_move": 0.1, "f_gap": 1.5})
+    assert watch.verdict() == ""  # a passing spike only delays the next checkpoint
+
+
+# bad input that used to crash --------------------------------------------------------------------
+def test_config_values_of_the_wrong_type_are_one_line(tmp_path):
+    for value, shown in (("abc", '"abc"'), (None, "null"), ([1], "[1]")):
+        path = tmp_path / "c.json"
+        path.write_text(json.dumps({"steps": value}))
+        with pytest.raises(UserError, match=rf"steps must be an integer, got {shown.replace('[', '.')}"):
+            resolve(None, config_file=str(path))
+    (tmp_path / "f.json").write_text(json.dumps({"des_lr": 1}))
+    assert resolve(None, config_file=str(tmp_path / "f.json")).des_lr == 1  # an int is a float
