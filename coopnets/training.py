@@ -485,7 +485,8 @@ def load_training_images(cfg: Config) -> torch.Tensor:
     n, world = len(images), dist.world()
     if 1 < n < cfg.batch_size * world:  # (one image, a texture, is drawn with replacement)
         each = f" per process x {world} processes" if world > 1 else ""
-        raise UserError(f"--batch-size {cfg.batch_size}{each} is more than the {n} training examples; "
+        what = "videos" if images.dim() == 5 else "images"
+        raise UserError(f"--batch-size {cfg.batch_size}{each} is more than the {n} training {what}; "
                         f"use --batch-size {max(1, n // world)} or less")
     return images
 
