@@ -59,16 +59,20 @@ def parse_args(argv=None):
     p.add_argument("--score", action="store_true", help="Parzen and MNIST FID of each model")
     p.add_argument("--num-samples", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--valid-subset", default="50000:60000", help="x_train rows that choose sigma")
+    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                   help="config overrides for every model, e.g. des_width=16")
     return p.parse_args(argv)
 
 
 def make_cfg(args, name, steps, outdir, **extra):
     from coopnets.config import resolve
+    from bench_mnist import overrides
     preset, over = MODELS[name]
+    over = {**overrides(args.set), **over, **{k: v for k, v in extra.items() if k != "calib"}}
+    over.setdefault("sample_every", 0 if "calib" in extra else 100)
     return resolve(preset, data=args.data, outdir=outdir, progress=False, log_every=1,
-                   sample_every=0 if extra.get("calib") is not None else 100,
-                   **({"steps": steps} if steps else {}), **over,
-                   **{k: v for k, v in extra.items() if k != "calib"})
+                   **({"steps": steps} if steps else {}), **over)
 
 
 def calibrate(args, name) -> float:
@@ -200,7 +204,7 @@ def main(argv=None) -> int:
     if args.score:
         from coopnets.data import load_images
         test = load_images(args.data, key="x_test")
-        valid = load_images(args.data, key="x_train", subset="50000:60000")
+        valid = load_images(args.data, key="x_train", subset=args.valid_subset)
         print(f"\n{args.num_samples} samples per row (fewer than the protocol's 10,000: scores "
               "are lower than 10,000-sample ones and only comparable within this table)")
         print("| model | samples | steps | Parzen (nats) | MNIST FID | sampling s |")

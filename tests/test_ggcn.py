@@ -198,3 +198,23 @@ def test_cli_rejects_bad_jko_settings(capsys):
     assert main(["train", "--preset", "smoke", "--algorithm", "wgcn", "--jko-inner-step", "1"]) == 2
     assert "diverges" in capsys.readouterr().err
     assert main(["train", "--preset", "ggcn-mnist-cpu", "--gen-steps", "0"]) == 2
+
+
+def test_bench_energy_end_to_end(digits_npz, tmp_path, capsys):
+    import sys
+
+    from conftest import REPO
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import bench_energy
+    rc = bench_energy.main([
+        "--data", str(digits_npz), "--set", "subset=0:16", "des_width=4", "gen_width=4", "z_dim=8",
+        "batch_size=4", "num_chains=4", "des_steps=2", "gen_steps=1", "--valid-subset", "16:32",
+        "--steps-gcn", "3", "--steps-wgcn", "3", "--steps-ggcn", "3", "--outdir",
+        str(tmp_path / "runs"), "--plots", str(tmp_path), "--score", "--num-samples", "8"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / "energy-curves.png").stat().st_size > 1000
+    for label in ("| GCN (Langevin, Alg. D) | 3 |", "| wGCN (JKO, K_in 3) | 3 |",
+                  "| GGCN (hidden JKO, amortized) | revise | 3 |"):
+        assert label in out
+    assert bench_energy.blow_up({"energy": [1.0] * 20 + [5.0, 500.0], "step": list(range(22))}) == 21
