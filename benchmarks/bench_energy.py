@@ -15,7 +15,8 @@ mean U of the particles, w2_step = mean ||x̃_end − x̃_start||²).
 Printed per model: whether the training loop stopped it as diverged (NaN/inf, or a chain move
 above 100 per pixel) and at which step; the first step at which the mean energy left the
 band of 100x its median magnitude over the first 20 logged steps ("energy blow-up"); the
-largest |f(data) − f(syn)|; seconds per step. ``--score`` adds Parzen (bandwidth on
+largest |f(data) − f(syn)|; the range of the energy over the second half and its largest
+one-step jump relative to its median magnitude (``jumpiness``); seconds per step. ``--score`` adds Parzen (bandwidth on
 train[50000:60000], test set) and MNIST FID against the test set, on ``--num-samples`` samples
 (``coopnets sample`` modes: des = x-space chains from N(0, s²I), 10 l_D steps; GGCN: gen = the
 amortized g(z), revise = the hidden-space chains). Energy curves go to docs/energy-*.png.
@@ -119,6 +120,14 @@ def blow_up(c: dict, factor: float = 100.0):
     return int(c["step"][20 + out[0]]) if len(out) else None
 
 
+def jumpiness(c: dict) -> float:
+    """Over the second half: the largest one-step change of the mean energy divided by the
+    median magnitude of the energy (about 0 for a smooth curve; above 1 when the energy jumps
+    by more than its own size from one step to the next)."""
+    e = c["energy"][len(c["energy"]) // 2:]
+    return float(np.nanmax(np.abs(np.diff(e))) / np.nanmedian(np.abs(e))) if len(e) > 1 else float("nan")
+
+
 def plot(all_curves: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -193,11 +202,11 @@ def main(argv=None) -> int:
         rows.append(f"| {LABELS[m]} | {steps[m]} | {training_seconds(runs[m]) / 60:.1f} | "
                     f"{'step ' + str(stopped[m]) if stopped[m] else 'no'} | "
                     f"{blow_up(c) or 'no'} | {np.nanmax(np.abs(c['f_gap'])):.3g} | "
-                    f"{np.nanmin(half):.3g} .. {np.nanmax(half):.3g} | "
+                    f"{np.nanmin(half):.3g} .. {np.nanmax(half):.3g} | {jumpiness(c):.3g} | "
                     f"{np.nanmedian(c['w2_step'][len(e) // 2:]):.3g} | {np.nanmedian(c['sec_per_it']):.3f} |")
     print("\n| model | steps | train min | loop stopped it | energy blow-up at | max abs f gap | "
-          "energy, 2nd half | median W2 step, 2nd half | s/step |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "energy, 2nd half | max jump / median, 2nd half | median W2 step, 2nd half | s/step |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     plot(all_curves, Path(args.plots) / "energy-curves.png")
     print(f"\nplots: {Path(args.plots) / 'energy-curves.png'}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -170,7 +171,6 @@ def test_train_resume_and_sample(tmp_path, algorithm):
     from coopnets.sampling import generate
     from coopnets.training import train
     data = tmp_path / "digits.npy"
-    import numpy as np
     np.save(data, (np.random.default_rng(0).random((16, 28, 28)) * 255).astype(np.uint8))
     cfg = resolve("smoke", algorithm=algorithm, data=str(data), outdir=str(tmp_path / "runs"),
                   gen_norm="none", progress=False, des_init="persistent")
@@ -218,3 +218,14 @@ def test_bench_energy_end_to_end(digits_npz, tmp_path, capsys):
                   "| GGCN (hidden JKO, amortized) | revise | 3 |"):
         assert label in out
     assert bench_energy.blow_up({"energy": [1.0] * 20 + [5.0, 500.0], "step": list(range(22))}) == 21
+
+
+def test_bench_energy_jumpiness_is_zero_for_flat_and_large_for_jumps():
+    import sys
+
+    from conftest import REPO
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import bench_energy
+    assert bench_energy.jumpiness({"energy": np.full(10, 3.0)}) == 0.0
+    jumpy = np.array([1.0] * 5 + [1.0, -9.0, 1.0, 1.0, 1.0])
+    assert bench_energy.jumpiness({"energy": jumpy}) == 10.0
