@@ -201,3 +201,9 @@ def coop_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> StepResul
 
 
 STEPS = {"coop": coop_step, "descriptor": descriptor_step, "abp": abp_step}
+
+# Seed 004 (docs/ggcn.md): FRAME is Algorithm D with a frozen filter bank; wFRAME/wGCN and GGCN
+# are in particle.py (which imports this module, hence the import here at the end).
+from .particle import ggcn_step, wgcn_step  # noqa: E402
+
+STEPS.update({"frame": descriptor_step, "wframe": wgcn_step, "wgcn": wgcn_step, "ggcn": ggcn_step})

@@ -2,8 +2,10 @@
 size (each example draws its latent and its Langevin noise from its own generator).
 
 modes:  gen     x = g(z), one ancestral pass of the generator
-        revise  x = g(z), then descriptor Langevin revision (the CoopNets sample)
+        revise  x = g(z), then descriptor Langevin revision (the CoopNets sample; GGCN: the
+                hidden-space JKO chains from z, then g)
         des     descriptor Langevin alone, from the reference distribution N(0, s²I)
+                (wGCN, wFRAME: JKO chains)
 """
 from __future__ import annotations
 
@@ -16,7 +18,10 @@ from .checkpoint import load_run
 from .distributed import pick_device
 from .errors import UserError
 from .langevin import revise
+from .particle import sample_batch as particle_batch
 from .seeding import ExampleRNG
+
+PARTICLE = ("wframe", "wgcn", "ggcn")
 
 MODES = ("gen", "revise", "des")
 
@@ -77,10 +82,14 @@ def generate(run_or_ckpt, n: int, mode: str = "gen", seed: int = 0, batch_size: 
                disable=not progress or not sys.stderr.isatty())  # no \r updates in a log file
     for lo in range(start, start + n, batch_size):
         idx = list(range(lo, min(lo + batch_size, start + n)))
-        out.append(sample_batch(des, gen, idx, mode=mode, seed=seed, latent_shape=latent_shape,
-                                image_shape=image_shape, ref_std=cfg.ref_std, des_steps=steps,
-                                des_step_size=cfg.des_step_size, des_noise=cfg.des_noise,
-                                device=dev).cpu())
+        if cfg.algorithm in PARTICLE:  # JKO chains (seed 004, coopnets/particle.py)
+            x = particle_batch(des, gen, idx, mode=mode, seed=seed, cfg=cfg,
+                               latent_shape=latent_shape, image_shape=image_shape, des_steps=steps)
+        else:
+            x = sample_batch(des, gen, idx, mode=mode, seed=seed, latent_shape=latent_shape,
+                             image_shape=image_shape, ref_std=cfg.ref_std, des_steps=steps,
+                             des_step_size=cfg.des_step_size, des_noise=cfg.des_noise, device=dev)
+        out.append(x.cpu())
         bar.update(len(idx))
     bar.close()
     return torch.cat(out)

@@ -46,8 +46,11 @@ from .langevin import revise
 from .models import ARCH_VERSION, build_nets, recalibrate_batchnorm
 from .runs import RUN_RE, find_run_dir, run_name  # noqa: F401  (the run-folder API, re-exported)
 from .runs import DATA_FILE, _existing, check_run_dir, check_writable, data_identity
+from .particle import FROZEN_FILTERS, freeze_filters
+from .particle import revised as particle_samples
 from .seeding import ExampleRNG, generator, stream_seed, sub_seed
 
+CHAIN_ALGORITHMS = ("descriptor", "frame", "wframe", "wgcn")  # samples are the descriptor's chains
 MAX_MOVE = 100.0  # an RMS Langevin move of 100 per pixel (pixels in [-1, 1]) is divergence
 # A collapsed generator (measured with --gen-lr 100 and 1 on the smoke and mnist-cpu presets:
 # BatchNorm statistics 1e3..1e14, 100% of pixels at +-1, or every sample the same; healthy
@@ -179,6 +182,8 @@ def build_session(cfg: Config, images: torch.Tensor, device: torch.device) -> Se
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(stream_seed(cfg.seed, "weights"))
         des, gen = (m.to(device) for m in build_nets(cfg, channels))
+    if cfg.algorithm in FROZEN_FILTERS:  # FRAME, wFRAME: a fixed filter bank, learned top layer
+        freeze_filters(des)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     des, gen = des.to(memory_format=fmt), gen.to(memory_format=fmt)
     latent_shape = gen.latent_shape(size, frames) if frames else gen.latent_shape(size)
@@ -443,7 +448,7 @@ def save_progress(s: Session, run_dir: Path, step: int) -> None:
     """Sample grids from the fixed latent batch: generator alone and after revision (Algorithm
     D: its latest chains); video runs write animations and frame strips."""
     cfg, (des, gen), tag = s.cfg, s.modules, f"{step:06d}"
-    if cfg.algorithm == "descriptor":
+    if cfg.algorithm in CHAIN_ALGORITHMS:
         chains = s.state.get("chains")
         chains = chains if chains is not None else s.samples.get("x_syn")
         if chains is not None:
@@ -457,6 +462,9 @@ def save_progress(s: Session, run_dir: Path, step: int) -> None:
         x_rev = revise(des, x_gen, ref_std=cfg.ref_std, steps=cfg.des_steps,
                        step_size=cfg.des_step_size, noise=cfg.des_noise, rng=rng)
         _save_samples(x_rev, run_dir / f"samples-rev-{tag}.png")
+    elif cfg.algorithm == "ggcn":  # the hidden-space chains from the fixed latents, decoded
+        rng = ExampleRNG(stream_seed(cfg.seed, "grid_revision"), range(len(s.fixed_z)), s.device)
+        _save_samples(particle_samples(des, gen, s.fixed_z, cfg, rng), run_dir / f"samples-rev-{tag}.png")
 
 
 def _due(done: int, every: int, last: int) -> bool:
