@@ -106,8 +106,9 @@ def _revise(nets, x, cfg, amp, rng):
                   step_size=cfg.des_step_size, noise=cfg.des_noise, rng=rng, autocast=amp)
 
 
-def _update_descriptor(des, opt, x_obs, x_syn, amp, limit: float = 0.0) -> dict:
-    """D2: one pass over the observed and synthesized examples together (independent rows)."""
+def update_descriptor(des, opt, x_obs, x_syn, amp, limit: float = 0.0):
+    """D2: one pass over the observed and synthesized examples together (independent rows).
+    Returns the loss and the scores f(x_i), f(x̃_j), detached."""
     with amp():
         f = des(torch.cat([x_obs, x_syn]))
     f_obs, f_syn = f[: len(x_obs)], f[len(x_obs):]
@@ -115,7 +116,12 @@ def _update_descriptor(des, opt, x_obs, x_syn, amp, limit: float = 0.0) -> dict:
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    return {"des_loss": loss.detach(), "f_gap": (f_obs.mean() - f_syn.mean()).detach()}
+    return loss.detach(), f_obs.detach(), f_syn.detach()
+
+
+def _update_descriptor(des, opt, x_obs, x_syn, amp, limit: float = 0.0) -> dict:
+    loss, f_obs, f_syn = update_descriptor(des, opt, x_obs, x_syn, amp, limit)
+    return {"des_loss": loss, "f_gap": f_obs.mean() - f_syn.mean()}
 
 
 def _infer_z(gen, x, z, cfg, amp, rng):

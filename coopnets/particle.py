@@ -132,12 +132,6 @@ def hidden_log_prob(descriptor, upsampler, autocast=None):
 
 
 # ---- config glue -------------------------------------------------------------------------------
-def _amp(cfg, device):
-    if cfg.amp == "bf16":
-        return lambda: torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
-    return nullcontext
-
-
 def _jko_kw(cfg) -> dict:
     return dict(inner_steps=cfg.jko_inner_steps, inner_step_size=cfg.jko_inner_step or None,
                 prox=cfg.jko_prox)
@@ -165,18 +159,6 @@ def freeze_filters(des: torch.nn.Module) -> None:
         p.requires_grad_(False)
 
 
-def _update_descriptor(des, opt, x_obs, x_syn, amp):
-    """θ ← θ + lr (mean ∂f(x_i)/∂θ − mean ∂f(x̃_j)/∂θ); returns the two mean scores too."""
-    with amp():
-        f = des(torch.cat([x_obs, x_syn]))
-    f_obs, f_syn = f[: len(x_obs)], f[len(x_obs):]
-    loss = descriptor_loss(f_obs, f_syn)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return loss.detach(), f_obs.detach(), f_syn.detach()
-
-
 def _sq(x):  # (B, ...) -> (B,) squared norms
     return x.flatten(1).pow(2).sum(1)
 
@@ -188,18 +170,19 @@ def _energy_stats(loss, f_obs, f_syn, end, start, ref_var: float) -> dict:
     return {"des_loss": loss, "f_gap": f_obs.mean() - f_syn.mean(), "f_obs": f_obs.mean(),
             "f_syn": f_syn.mean(), "energy": (_sq(end) / (2.0 * ref_var) - f_syn).mean(),
             "w2_step": _sq(end - start).mean(),
-            "langevin_move": (end - start).flatten(1).pow(2).mean(1).sqrt().mean()}
+            "langevin_move": _rms_move(end, start)}
 
 
 # ---- step functions ----------------------------------------------------------------------------
 def wgcn_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> StepResult:
     """wGCN (wFRAME with frozen filters): Algorithm D with the JKO particle update."""
-    amp = _amp(cfg, batch.x.device)
+    amp = amp_context(cfg, batch.x.device)
     x_init = descriptor_chain_start(cfg, batch.x, state.get("chains"), rng)
     # 1. l_D JKO steps: x̃ ← prox_{τU}(x̃) + δ ε (ggcn.md §3.4), gradients into x only.
     x_syn = revise_x(unwrap(nets.des), x_init, cfg, rng, amp)
     # 2. θ: the MLE moment-matching update, unchanged (the "statistical consistency").
-    loss, f_obs, f_syn = _update_descriptor(nets.des, nets.opt_des, batch.x, x_syn, amp)
+    loss, f_obs, f_syn = update_descriptor(nets.des, nets.opt_des, batch.x, x_syn, amp,
+                                           gap_limit(cfg, batch.x))
     stats = _energy_stats(loss, f_obs, f_syn, x_syn, x_init, cfg.ref_std ** 2)
     state = {**state, "chains": x_syn if cfg.des_init == "persistent" else None}
     return StepResult(stats, state, {"x_syn": x_syn})
@@ -207,7 +190,7 @@ def wgcn_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> StepResul
 
 def ggcn_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> StepResult:
     """GGCN (ggcn.md §4.5): hidden-space JKO chains, then the symmetric alternating updates."""
-    amp = _amp(cfg, batch.x.device)
+    amp = amp_context(cfg, batch.x.device)
     des, gen = unwrap(nets.des), unwrap(nets.gen)
     # 1. z⁰ ~ N(0, I): fresh, amortized starts (no persistent chains).
     z0 = randn((cfg.num_chains, *nets.latent_shape), rng, batch.x.device)
@@ -219,7 +202,8 @@ def ggcn_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> StepResul
     if cfg.des_steps:
         x_syn = revise_x(des, x_syn, cfg, rng, amp)
     # 4. θ: f learns from the chains' samples as negatives (exact for the image-space model).
-    loss, f_obs, f_syn = _update_descriptor(nets.des, nets.opt_des, batch.x, x_syn, amp)
+    loss, f_obs, f_syn = update_descriptor(nets.des, nets.opt_des, batch.x, x_syn, amp,
+                                           gap_limit(cfg, batch.x))
     # 5. α (amortization): g(z⁰) regresses on where the chains ended, sg(x̃).
     with amp():
         x_amortized = nets.gen(z0)
@@ -265,5 +249,6 @@ def sample_batch(des, gen, indices, *, mode, seed, cfg, latent_shape, image_shap
 
 # Imported last: algorithms.py registers wgcn_step and ggcn_step in STEPS by importing this
 # module, so either module may be imported first.
-from .algorithms import (Batch, Nets, StepResult, descriptor_chain_start, descriptor_loss,  # noqa: E402
-                         generator_loss, unwrap)
+from .algorithms import (Batch, Nets, StepResult, _rms_move, amp_context,  # noqa: E402
+                         descriptor_chain_start, gap_limit, generator_loss, unwrap,
+                         update_descriptor)
