@@ -566,10 +566,14 @@ class Signals:
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
 
-    def pending(self) -> int:
-        """The signal to stop for, agreed on by every process (0: none)."""
+    def pending(self, due: bool = True) -> int:
+        """The signal to stop for, agreed on by every process (0: none). Under torchrun the
+        agreement is an all-reduce, so it is made only at steps that synchronise anyway
+        (``due``: a log line or checkpoint); a single process answers at every step."""
         if dist.world() == 1:
             return self.signum
+        if not due:
+            return 0
         got = dist.mean_over_ranks({"sig": float(self.signum)})["sig"]
         return self.signum or (int(signal.SIGTERM) if got > 0 else 0)
 
@@ -665,8 +669,8 @@ def train(cfg: Config, run_dir: str | Path | None = None, new_run: bool = False)
                     save_progress(s, run_dir, done)
                 if ckpt_due:
                     maybe_checkpoint(s, run_dir, done, mon, log)
-                if done < cfg.steps and signals.pending():
-                    raise stop_for_signal(s, run_dir, done, mon, signals.pending())
+                if done < cfg.steps and (signum := signals.pending(log_due or ckpt_due)):
+                    raise stop_for_signal(s, run_dir, done, mon, signum)
     except Interrupted as e:
         log.stop(str(e))
         raise
