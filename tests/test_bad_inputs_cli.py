@@ -138,7 +138,15 @@ def test_sigterm_and_ctrl_c_through_the_cli(tmp_path, digits_npz):
         return subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
                                 text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     p = popen()
-    time.sleep(1.0)  # importing torch
+    maps = Path(f"/proc/{p.pid}/maps")
+    for _ in range(300):  # until torch is being loaded: past the interpreter's own start-up,
+        time.sleep(0.1)   # where no program can catch a Ctrl-C (a fixed sleep raced it on a
+        try:              # fresh clone, whose first start compiles every .pyc)
+            if "torch" in maps.read_text():
+                break
+        except OSError:  # no /proc (not Linux): fall back to the time it takes
+            time.sleep(1.0)
+            break
     p.send_signal(signal.SIGINT)
     try:
         _, err = p.communicate(timeout=120)
