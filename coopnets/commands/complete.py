@@ -22,7 +22,8 @@ def _finite(values) -> list:
 def add_arguments(p) -> None:
     p.description = ("Complete occluded images with a trained run (Exp 6): infer z from the "
                      "visible pixels, fill the rest with g(z). Writes original.png, "
-                     "occluded.png, recovered.png and metrics.json.")
+                     "occluded.png, recovered.png and metrics.json; for a video run the same "
+                     "as .gif and .png frame strips, e.g. --mask frames:0.25 for missing frames.")
     p.add_argument("run", help="run folder, checkpoint file or export folder")
     p.add_argument("--input", "--data", dest="input", required=True,
                    help="images: folder, zip, .npz/.npy or one image file; for a video run a "
