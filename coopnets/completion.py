@@ -11,6 +11,12 @@ with the visible pixels clamped, and the visible pixels are pasted back unchange
 
     coopnets complete RUN --input faces/ --mask m30      # -> RUN/completion-m30/*.png
 
+Videos (N, C, T, H, W) go through the same functions (Exp 7 nets): the video generator's latent
+has a time axis, so z is inferred from the visible pixels of every frame, and a missing frame
+(``--mask frames:0.25``) is filled by g(z) from the latent cells its neighbours pinned down.
+
+    coopnets complete RUN --input clip.gif --mask frames:0.25   # -> RUN/completion-frames_0.25/
+
 Every random number of image i comes from generators seeded by (seed, i), so the result for
 an image does not depend on the batch it is completed in.
 """
@@ -29,18 +35,40 @@ from .metrics.image_quality import recovery_error as _recovery_error
 
 
 # ---- metrics (pixels in [0, 1]), per image, from the metrics module -------------------------
+def _frames_as_rows(x: torch.Tensor) -> torch.Tensor:
+    """Videos (N, C, T, H, W) -> (N, C, T·H, W): the frames stacked as one tall image, so the
+    image metrics (per-image means over all pixels) become per-video means. Images pass."""
+    return x.flatten(2, 3) if x.dim() == 5 else x
+
+
 def psnr_per_image(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """10 log10(1 / MSE) in dB over the whole image, per image of (N, C, H, W) in [0, 1]."""
-    return torch.as_tensor(_psnr(a, b, reduction="none"), dtype=torch.float64)
+    """10 log10(1 / MSE) in dB over the whole image (video: all its frames), per image of
+    (N, C, H, W) or (N, C, T, H, W) in [0, 1]."""
+    return torch.as_tensor(_psnr(_frames_as_rows(a), _frames_as_rows(b), reduction="none"),
+                           dtype=torch.float64)
 
 
 def recovery_error_per_image(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean absolute error over the occluded pixels (mask 0), per image; NaN where nothing is
-    occluded. ``a``, ``b``: (N, C, H, W) in [0, 1]; ``mask``: (N, 1, H, W)."""
+    occluded. ``a``, ``b``: (N, C, H, W) or (N, C, T, H, W) in [0, 1]; ``mask``: (N, 1, H, W)
+    or (N, 1, T, H, W)."""
+    mask = _frames_as_rows(mask.expand(len(a), 1, *a.shape[2:]))
+    a, b = _frames_as_rows(a), _frames_as_rows(b)
     out = torch.full((len(a),), math.nan, dtype=torch.float64)
     for i in range(len(a)):
         if bool((mask[i] == 0).any()):
             out[i] = _recovery_error(a[i:i + 1], b[i:i + 1], mask[i:i + 1])
+    return out
+
+
+def missing_frame_psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """PSNR over the frames that are wholly occluded (mask 0 on every pixel), per video of
+    (N, C, T, H, W) in [0, 1]; NaN for a video with no missing frame."""
+    missing = (mask.expand(len(a), 1, *a.shape[2:]) == 0).flatten(3).all(3)[:, 0]  # (N, T)
+    out = torch.full((len(a),), math.nan, dtype=torch.float64)
+    for i in range(len(a)):
+        if bool(missing[i].any()):
+            out[i] = float(psnr_per_image(a[i:i + 1, :, missing[i]], b[i:i + 1, :, missing[i]])[0])
     return out
 
 
@@ -93,7 +121,7 @@ def infer_latent(generator, x: torch.Tensor, mask: torch.Tensor, *, residual_std
     if restarts < 1 or steps < 0:
         raise UserError(f"--restarts must be >= 1 and --steps >= 0, got {restarts} and {steps}")
     indices = list(range(len(x))) if indices is None else list(indices)
-    mask = mask.to(x.device, x.dtype).expand(len(x), 1, *x.shape[-2:])
+    mask = mask.to(x.device, x.dtype).expand(len(x), 1, *x.shape[2:])
     log_post = generator_log_posterior(generator, x, residual_std, mask)
     row = (-1, *[1] * len(latent_shape))
     best_z, best_r = None, None
@@ -136,8 +164,8 @@ def complete(descriptor, generator, x: torch.Tensor, mask: torch.Tensor, *, resi
              ref_std: float, des_step_size: float, latent_shape: tuple, noise: bool = True,
              indices=None, adapt_step: bool = True
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Complete occluded images x (B, C, H, W) in [-1, 1]; ``mask`` (1 = visible) broadcasts to
-    (B, 1, H, W). Nets in eval mode. ``indices`` name the examples for seeding (default 0..B-1).
+    """Complete occluded images x (B, C, H, W) or videos (B, C, T, H, W) in [-1, 1]; ``mask``
+    (1 = visible) broadcasts to (B, 1, H, W) or (B, 1, T, H, W). Nets in eval mode. ``indices`` name the examples for seeding (default 0..B-1).
 
     1. infer z from the visible pixels (``infer_latent``: restarts, best fit per image, step
        capped per image where δ is too large for the generator's curvature);
@@ -146,7 +174,7 @@ def complete(descriptor, generator, x: torch.Tensor, mask: torch.Tensor, *, resi
     4. paste the visible pixels back (bit for bit).
     Returns (x_completed, z, visible-pixel residuals (B,)).
     """
-    mask = mask.to(x.device, x.dtype).expand(len(x), 1, *x.shape[-2:])
+    mask = mask.to(x.device, x.dtype).expand(len(x), 1, *x.shape[2:])
     z, residuals = infer_latent(generator, x, mask, residual_std=residual_std, steps=steps,
                                 step_size=step_size,
                                 restarts=restarts, seed=seed, latent_shape=latent_shape,
@@ -165,9 +193,13 @@ def complete_images(des, gen, cfg, images: torch.Tensor, masks: torch.Tensor, *,
                     residual_std: float | None = None, noise: bool = True, adapt_step: bool = True,
                     batch_size: int = 100, device="cpu") -> dict:
     """Complete uint8 images (N, C, H, W) under masks (N, 1, H, W) in batches; returns a dict of
-    float tensors in [-1, 1] (original, occluded, recovered) and per-image metrics."""
+    float tensors in [-1, 1] (original, occluded, recovered) and per-image metrics. Videos
+    (N, C, T, H, W) under masks (N, 1, T, H, W) alike, with the PSNR over the missing frames
+    ("psnr_missing", NaN where no frame is wholly occluded) besides."""
     from .images import to_float, to_unit
-    latent_shape = gen.latent_shape(images.shape[-1])
+    video = images.dim() == 5
+    latent_shape = (gen.latent_shape(images.shape[-1], images.shape[2]) if video
+                    else gen.latent_shape(images.shape[-1]))
     x_all = to_float(images)
     out = []
     for lo in range(0, len(x_all), batch_size):
@@ -182,20 +214,32 @@ def complete_images(des, gen, cfg, images: torch.Tensor, masks: torch.Tensor, *,
     recovered = torch.cat(out)
     occluded = torch.where(masks.expand_as(x_all) > 0.5, x_all, torch.full_like(x_all, -1.0))
     a, b = to_unit(x_all), to_unit(recovered)
-    return {"original": x_all, "occluded": occluded, "recovered": recovered,
-            "error": recovery_error_per_image(a, b, masks), "psnr": psnr_per_image(a, b)}
+    out = {"original": x_all, "occluded": occluded, "recovered": recovered,
+           "error": recovery_error_per_image(a, b, masks), "psnr": psnr_per_image(a, b)}
+    if video:
+        out["psnr_missing"] = missing_frame_psnr(a, b, masks)
+    return out
 
 
-def format_table(error: torch.Tensor, psnr: torch.Tensor, names=None) -> str:
-    """Per-image recovery error and PSNR, and their means (NaN-free mean of the error)."""
+def format_table(error: torch.Tensor, psnr: torch.Tensor, names=None, psnr_missing=None,
+                 label: str = "image") -> str:
+    """Per-image (or per-video: ``label``) recovery error and PSNR, and their means (NaN-free
+    mean of the error); ``psnr_missing`` (videos) adds the PSNR over the missing frames."""
     names = names or [str(i) for i in range(len(error))]
-    lines = [f"{'image':>8s}  {'error':>8s}  {'PSNR dB':>8s}"]
-    for n, e, p in zip(names, error.tolist(), psnr.tolist()):
-        lines.append(f"{n:>8s}  {e:8.4f}  {p:8.3f}")
-    ok = ~torch.isnan(error)
-    mean_e = float(error[ok].mean()) if ok.any() else math.nan
-    lines.append(f"{'mean':>8s}  {mean_e:8.4f}  {float(psnr.mean()):8.3f}")
+    extra = psnr_missing is not None
+    lines = [f"{label:>8s}  {'error':>8s}  {'PSNR dB':>8s}" + (f"  {'missing dB':>10s}" if extra else "")]
+    for i, n in enumerate(names):
+        lines.append(f"{n:>8s}  {float(error[i]):8.4f}  {float(psnr[i]):8.3f}"
+                     + (f"  {float(psnr_missing[i]):10.3f}" if extra else ""))
+    lines.append(f"{'mean':>8s}  {_nanmean(error):8.4f}  {float(psnr.mean()):8.3f}"
+                 + (f"  {_nanmean(psnr_missing):10.3f}" if extra else ""))
     return "\n".join(lines)
+
+
+def _nanmean(t: torch.Tensor) -> float:
+    """Mean of the non-NaN values (NaN: nothing occluded / no missing frame), NaN if none."""
+    ok = ~torch.isnan(t)
+    return float(t[ok].mean()) if ok.any() else math.nan
 
 
 def _finite(t: torch.Tensor) -> list:

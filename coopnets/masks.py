@@ -5,10 +5,15 @@
     center(size, fraction)       a centred square block
     pixels(size, fraction, rng)  salt and pepper: each pixel occluded with that probability
     from_image(path, size)       a user's mask picture: white (>= 0.5) visible, black occluded
-    parse_mask(spec, size, n, seed)  the command-line form, (n, 1, H, W), seeded per example
+    missing_frames(frames, spec, rng)  video frames fully occluded: "0.25" (a random 25% of
+                                 the frames) or "8-15" (frames 8 to 15, counted from 0)
+    parse_mask(spec, size, n, seed, frames=0)  the command-line form, (n, 1, H, W), or for
+                                 videos of ``frames`` frames (n, 1, T, H, W), seeded per example
 
 Single masks are float tensors (H, W). ``parse_mask`` draws mask i from its own generator
-seeded by (seed, i), so mask i does not depend on how many masks are drawn.
+seeded by (seed, i), so mask i does not depend on how many masks are drawn. For videos an
+image mask occludes the same pixels in every frame (a fixed occluder), except ``pixels:F``,
+which draws every frame afresh.
 """
 from __future__ import annotations
 
@@ -23,7 +28,8 @@ from .images import read_image
 from .seeding import generator, sub_seed
 
 NAMED_BLOCKS = {"m30": 0.3, "m40": 0.4, "m50": 0.5}
-MASK_HELP = "m30 | m40 | m50 | center | pixels:FRACTION | PATH to a mask image (white = visible)"
+MASK_HELP = ("m30 | m40 | m50 | center | pixels:FRACTION | PATH to a mask image (white = visible)"
+             " | videos also: frames:FRACTION or frames:FIRST-LAST (missing frames)")
 
 
 def _hw(size) -> tuple[int, int]:
@@ -103,38 +109,80 @@ def from_image(path, size) -> torch.Tensor:
     return mask
 
 
+def missing_frames(frames: int, spec: str, rng: torch.Generator | int | None = None) -> torch.Tensor:
+    """Which of ``frames`` frames are missing, (T,) float, 1 = present: ``spec`` "F" hides
+    round(F T) frames drawn at random (at least one frame stays), "A-B" hides frames A..B
+    (inclusive, from 0)."""
+    keep = torch.ones(frames)
+    if "-" in spec:
+        try:
+            first, last = (int(v) for v in spec.split("-"))
+        except ValueError:
+            raise UserError(f"--mask frames:FIRST-LAST takes two frame numbers, got frames:{spec}") from None
+        if not 0 <= first <= last < frames or (first, last) == (0, frames - 1):
+            raise UserError(f"--mask frames:{spec}: need 0 <= FIRST <= LAST < {frames} (the video "
+                            f"has {frames} frames) and at least one frame left visible")
+        keep[first:last + 1] = 0.0
+        return keep
+    try:
+        fraction = float(spec)
+    except ValueError:
+        raise UserError(f"--mask frames: takes a fraction (frames:0.25) or a range (frames:8-15), "
+                        f"got frames:{spec}") from None
+    n_missing = round(_check_fraction(fraction, "frames mask") * frames)
+    if n_missing >= frames:  # a fraction just under 1 of a short video
+        raise UserError(f"--mask frames:{spec} hides all {frames} frames; lower the fraction")
+    keep[torch.randperm(frames, generator=_as_generator(rng))[:n_missing]] = 0.0
+    return keep
+
+
 def check_mask(mask: torch.Tensor, name: str = "mask") -> torch.Tensor:
     """Raise a UserError if any mask in ``mask`` hides every pixel (nothing to infer z from).
-    A mask with no occlusion is allowed (completion then returns the input unchanged)."""
-    flat = mask.reshape(-1, mask.shape[-2] * mask.shape[-1])
+    A mask with no occlusion is allowed (completion then returns the input unchanged).
+    ``mask``: one (H, W) or a batch (n, ...) checked per example (images or videos)."""
+    flat = mask.reshape(1, -1) if mask.dim() == 2 else mask.flatten(1)
     if (flat.sum(1) == 0).any():
         raise UserError(f"{name} occludes every pixel; completion needs some visible pixels "
                         "(1 or white = visible, 0 or black = occluded)")
     return mask
 
 
-def parse_mask(spec: str, size, n: int, seed: int = 0) -> torch.Tensor:
-    """Masks for ``n`` images from a command-line spec (see MASK_HELP): (n, 1, H, W) float.
+def parse_mask(spec: str, size, n: int, seed: int = 0, frames: int = 0) -> torch.Tensor:
+    """Masks for ``n`` images from a command-line spec (see MASK_HELP): (n, 1, H, W) float;
+    with ``frames`` > 0, for videos: (n, 1, T, H, W).
 
     Random masks are seeded per example: mask i comes from a generator seeded by (seed, i).
     """
     h, w = _hw(size)
     key = spec.strip().lower()
+    t = max(int(frames), 1)
 
     def per_example(make):
         gens = (generator(sub_seed(seed, i)) for i in range(n))
         return torch.stack([make(g) for g in gens])[:, None]
 
+    def same(m):  # one (H, W) or (T, H, W) mask for every example
+        return m.expand(n, 1, *m.shape).clone()
+
     if key in NAMED_BLOCKS:
         masks = per_example(lambda g: block((h, w), NAMED_BLOCKS[key], g))
     elif key == "center":
-        masks = center((h, w))[None, None].expand(n, 1, h, w).clone()
+        masks = same(center((h, w)))
     elif key.startswith("pixels:"):
         try:
             fraction = float(key.split(":", 1)[1])
         except ValueError:
             raise UserError(f"--mask pixels:FRACTION takes a number, got {spec!r}") from None
-        masks = per_example(lambda g: pixels((h, w), fraction, g))
+        masks = per_example(lambda g: torch.stack([pixels((h, w), fraction, g) for _ in range(t)]))
+        masks = masks if frames else masks[:, :, 0]
+    elif key.startswith("frames:"):
+        if not frames:
+            raise UserError(f"--mask {spec}: missing frames are for video runs; for images use "
+                            "m30 | m40 | m50 | center | pixels:F | a mask image")
+        masks = per_example(lambda g: missing_frames(frames, key.split(":", 1)[1], g))
+        return check_mask(masks[..., None, None].expand(n, 1, frames, h, w).clone(), f"mask {spec!r}")
     else:
-        masks = from_image(spec, (h, w))[None, None].expand(n, 1, h, w).clone()
+        masks = same(from_image(spec, (h, w)))
+    if frames and masks.dim() == 4:  # an image mask: the same pixels in every frame
+        masks = masks[:, :, None].expand(n, 1, frames, h, w).clone()
     return check_mask(masks, f"mask {spec!r}")
