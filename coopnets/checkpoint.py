@@ -188,7 +188,7 @@ def load_run(run_or_ckpt, device="cpu"):
     ckpt = load_checkpoint(run_or_ckpt)
     where = find_checkpoint(run_or_ckpt)
     try:
-        cfg = config_from_dict(ckpt["config"])
+        cfg = config_from_dict(ckpt["config"], saved=True)  # as the run computed
         des, gen = build_nets(cfg, ckpt["channels"])
         des.load_state_dict(ckpt["descriptor"])
         gen.load_state_dict(ckpt["generator"])

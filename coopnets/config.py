@@ -52,7 +52,11 @@ class Config:
     des_noise: bool = True
     des_lr: float = 0.01
     des_beta1: float = 0.5
-    des_gap_limit: float = 0.0  # bound f(data) − f(syn) (per pixel, units of 1/s²); 0: the paper
+    des_beta2: float = 0.999  # Adam's second-moment decay
+    # Bound f(data) − f(syn) (per pixel, in units of 1/s²): the loss adds gap²/2G, which stops
+    # the runaway in which every paper preset diverged (docs/results.md "Stability"); 0 is
+    # the paper's exact loss.
+    des_gap_limit: float = 0.1
     des_init: str = "noise"  # Algorithm D chains: noise | persistent | data
     # generator: Langevin on z (G1) and learning (G2) --------------------------------------------
     gen_steps: int = 0  # l_G; 0 uses the generated latents as they are
@@ -61,6 +65,7 @@ class Config:
     gen_noise: bool = True
     gen_lr: float = 1e-4
     gen_beta1: float = 0.5
+    gen_beta2: float = 0.999
     # wGCN / wFRAME / GGCN: the JKO particle step (coopnets/particle.py, docs/ggcn.md) ----------
     jko_prox: str = "iterative"  # iterative | semi-implicit | explicit (= the Langevin step)
     jko_inner_steps: int = 3  # K_in, gradient steps per proximal step (iterative)
@@ -125,7 +130,7 @@ class Config:
         need(self.des_gap_limit >= 0, f"--des-gap-limit must be >= 0, got {self.des_gap_limit}")
         need(self.frame_stride >= 1, f"--frame-stride must be >= 1, got {self.frame_stride}")
         need(0 < self.lr_final <= 1, f"--lr-final must be in (0, 1], got {self.lr_final}")
-        for name in ("des_beta1", "gen_beta1"):
+        for name in ("des_beta1", "gen_beta1", "des_beta2", "gen_beta2"):
             need(0 <= getattr(self, name) < 1, f"--{_flag(name)} must be in [0, 1), got {getattr(self, name)}")
         return self
 
@@ -281,9 +286,18 @@ def parse_value(f: dataclasses.Field, text: str):
 RENAMED = {"des_refsig": "ref_std", "gen_refsig": "residual_std"}
 
 
-def migrate(values: dict) -> dict:
-    """A saved or given config dict with old field names mapped to today's."""
-    return {RENAMED.get(k, k): v for k, v in values.items()}
+# Fields whose value for a run saved before they existed is not today's default: such a run
+# computed without them, so it resumes, loads and exports as it ran.
+BEFORE_FIELD = {"des_gap_limit": 0.0}
+
+
+def migrate(values: dict, saved: bool = False) -> dict:
+    """A config dict with old field names mapped to today's; ``saved`` (a run's config.json or
+    checkpoint) also fills the fields in BEFORE_FIELD that it predates."""
+    out = {RENAMED.get(k, k): v for k, v in values.items()}
+    if saved:
+        out = {**BEFORE_FIELD, **out}
+    return out
 
 
 _TYPES = {"int": int, "float": float, "bool": bool, "str": str}
@@ -304,12 +318,13 @@ def check_types(values: dict, source: str = "config") -> None:
             raise UserError(f"{source}: {f.name} must be {what}, got {json.dumps(v)}")
 
 
-def config_from_dict(values: dict, source: str = "config") -> Config:
-    """The Config of a saved dict (config.json, a checkpoint): old names mapped, fields that
-    did not exist yet take their defaults, unknown fields and wrong types refused with one line."""
+def config_from_dict(values: dict, source: str = "config", saved: bool = False) -> Config:
+    """The Config of a dict of fields: old names mapped, fields that did not exist yet take
+    their defaults (``saved``, a run's own: the values in BEFORE_FIELD), unknown fields and
+    wrong types refused with one line."""
     if not isinstance(values, dict):
         raise UserError(f"{source} is not a JSON object of config fields")
-    values = migrate(values)
+    values = migrate(values, saved)
     unknown = set(values) - {f.name for f in fields(Config)}
     if unknown:
         raise UserError(f"unknown config field(s) {', '.join(sorted(unknown))}; was this saved by "
@@ -331,7 +346,7 @@ def resolve(preset: str | None = None, config_file: str | None = None, **overrid
             raise UserError(f"config file {path} is not valid JSON: {e}") from None
         if not isinstance(saved, dict):
             raise UserError(f"config file {path} is not a JSON object of config fields")
-        saved = migrate(saved)
+        saved = migrate(saved, saved=True)
         check_types(saved, f"config file {path}")
         values.update(saved)
     if preset:
@@ -352,7 +367,7 @@ def differences(saved: dict, mine: dict) -> list[str]:
     counts as its default value. ``steps`` counts when the learning rates decay
     (``lr_final`` < 1): the linear schedule spans the run's steps, so another total would
     change the rates of the steps already taken and of those to come."""
-    a, b, defaults = migrate(saved), migrate(mine), dataclasses.asdict(Config())
+    a, b, defaults = migrate(saved, saved=True), migrate(mine), dataclasses.asdict(Config())
     names = [f.name for f in fields(Config)]
     keys = [k for k in names if k not in RESUME_IGNORES] + sorted((set(a) | set(b)) - set(names))
     out = [k for k in keys if a.get(k, defaults.get(k)) != b.get(k, defaults.get(k))]
@@ -368,7 +383,7 @@ def same_run(a: dict, b: dict) -> bool:
 
 def describe_differences(saved: dict, mine: dict, keys: list[str]) -> str:
     """``algorithm coop -> abp, des_steps 10 -> 30`` for a one-line message."""
-    a, b, defaults = migrate(saved), migrate(mine), dataclasses.asdict(Config())
+    a, b, defaults = migrate(saved, saved=True), migrate(mine), dataclasses.asdict(Config())
 
     def short(v):
         text = json.dumps(v)

@@ -43,7 +43,7 @@ def export_run(run_or_ckpt, out_dir) -> Path:
              "arch_version": ckpt["arch_version"], "step": ckpt["step"]}
     if ckpt.get("frames"):  # a video run: frames per training example
         model["frames"] = ckpt["frames"]
-    config = migrate(ckpt["config"])  # today's field names, whatever the run was saved with
+    config = migrate(ckpt["config"], saved=True)  # today's field names, whatever the run was saved with
     (out / "config.json").write_text(json.dumps({**config, "model": model}, indent=2) + "\n")
     (out / "README.md").write_text(model_card(ckpt, src, out))
     return out

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from .checkpoint import LATEST, config_dict, load_checkpoint
-from .config import Config, describe_differences, differences
+from .config import BEFORE_FIELD, Config, describe_differences, differences
 from .data import IMAGE_EXTS
 from .errors import UserError, write_error
 
@@ -97,6 +97,12 @@ def _refusal(folder: Path, diffs: list, content: str, saved: dict, cfg: Config, 
         return (f"{folder} decays its learning rates over its --steps {saved.get('steps')} "
                 f"(lr_final {saved.get('lr_final')} < 1), so --steps {cfg.steps} would change its "
                 f"schedule; resume with --steps {saved.get('steps')}, or {how}")
+    if diffs and set(diffs) <= set(BEFORE_FIELD):  # only a default that changed since it ran
+        flags = " ".join(f"--{k.replace('_', '-')} {json.dumps(saved.get(k, BEFORE_FIELD[k]))}"
+                         for k in diffs)
+        return (f"{folder} was trained before today's default "
+                f"({describe_differences(saved, config_dict(cfg), diffs)}); resume it as it ran "
+                f"with {flags}, or {how}")
     return (f"{folder} holds a run with a different configuration "
             f"({describe_differences(saved, config_dict(cfg), diffs)}); it was left as it is: {how}")
 

@@ -190,9 +190,9 @@ def build_session(cfg: Config, images: torch.Tensor, device: torch.device) -> Se
     des(torch.zeros(1, channels, *[frames] * bool(frames), size, size, device=device))  # size check
     fused = device.type == "cuda"  # one kernel per update instead of one per tensor
     nets = Nets(des, gen,
-                torch.optim.Adam(des.parameters(), cfg.des_lr, betas=(cfg.des_beta1, 0.999),
+                torch.optim.Adam(des.parameters(), cfg.des_lr, betas=(cfg.des_beta1, cfg.des_beta2),
                                  fused=fused),
-                torch.optim.Adam(gen.parameters(), cfg.gen_lr, betas=(cfg.gen_beta1, 0.999),
+                torch.optim.Adam(gen.parameters(), cfg.gen_lr, betas=(cfg.gen_beta1, cfg.gen_beta2),
                                  fused=fused),
                 latent_shape)
     state: dict = {"chains": None, "latents": None}

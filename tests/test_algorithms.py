@@ -1,4 +1,5 @@
 """Networks and the three algorithm steps: independence, golden numbers, learning."""
+import json
 import pytest
 import torch
 
@@ -85,7 +86,7 @@ GOLDEN = {
 
 
 def run_steps(kind):
-    cfg = tiny_cfg(des_init="noise")
+    cfg = tiny_cfg(des_init="noise", des_gap_limit=0.0)  # the paper's loss (golden since e2a9887)
     des, gen = tiny_nets(cfg)
     g = torch.Generator().manual_seed(0)
     x_obs = torch.rand(6, 1, 28, 28, generator=g) * 2 - 1
@@ -150,7 +151,11 @@ class TinyD(torch.nn.Module):
 
 def test_coop_steps_learn_two_modes():
     torch.manual_seed(0)
-    cfg = tiny_cfg(num_chains=32, des_steps=10, gen_steps=0, des_step_size=0.05, ref_std=1.0)
+    # The paper's loss: this toy's samples start ~8 units from the data under s = 1, so the
+    # gap it needs (~5e3) is far above the default limit (0.1 D/s² = 6.4; at 1.0 it still
+    # learns too slowly for this test), which is set for the image presets (docs/results.md).
+    cfg = tiny_cfg(num_chains=32, des_steps=10, gen_steps=0, des_step_size=0.05, ref_std=1.0,
+                   des_gap_limit=0.0)
     des, gen = TinyD(), TinyG()
     opt_d = torch.optim.Adam(des.parameters(), 3e-3, betas=(0.5, 0.999))
     opt_g = torch.optim.Adam(gen.parameters(), 3e-3, betas=(0.5, 0.999))
@@ -181,3 +186,28 @@ def test_gap_limit_scales_the_likelihood_gradient_by_one_minus_gap_over_g():
         descriptor_loss(f_obs, f_syn, limit).backward()
         torch.testing.assert_close(f_obs.grad, torch.full((2,), -factor / 2))
         torch.testing.assert_close(f_syn.grad, torch.full((3,), factor / 3))
+
+
+def _gaps_against_samples_that_cannot_follow(data, out, **kw):
+    """f(data) − f(syn), in units of the default G, over 100 smoke steps in which the samples
+    cannot catch up with the descriptor: no Langevin revision (des_steps 0) and a generator
+    that barely learns. This is the runaway of every diverged paper preset, isolated: nothing
+    stops the descriptor from widening the gap by scaling f."""
+    from coopnets.algorithms import gap_limit
+    from coopnets.training import train
+    cfg = resolve("smoke", data=str(data), outdir=str(out), steps=100, des_steps=0, gen_lr=1e-6,
+                  log_every=1, sample_every=0, ckpt_every=0, progress=False, **kw)
+    run = train(cfg, new_run=True)
+    limit = gap_limit(resolve("smoke"), torch.zeros(1, 1, 28, 28))
+    return [json.loads(line)["f_gap"] / limit for line in open(run / "stats.jsonl")]
+
+
+def test_the_default_gap_limit_holds_the_runaway_the_paper_loss_does_not(tmp_path, digits_npz):
+    """Regression test of the stable default (issue 11): with the paper's loss the gap grows
+    without bound (here beyond 1,000 G in 100 steps; measured 4.8e5 G at 200), with the
+    default limit it stays at G."""
+    paper = _gaps_against_samples_that_cannot_follow(digits_npz, tmp_path / "paper", des_gap_limit=0.0)
+    default = _gaps_against_samples_that_cannot_follow(digits_npz, tmp_path / "default")
+    assert paper[-1] > 1000 and paper[-1] > paper[50] > paper[10]  # the runaway, still growing
+    assert max(abs(g) for g in default[20:]) < 1.5  # held at G
+    assert sum(default[50:]) / len(default[50:]) > 0.5  # and not collapsed: the limit, not a stop

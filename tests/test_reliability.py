@@ -110,6 +110,27 @@ def test_run_dir_with_another_config_is_refused_and_config_json_kept(tmp_path, d
     assert train(cfg_for(digits_npz, tmp_path, steps=2), run_dir=run) == run  # same config resumes
 
 
+def test_a_run_saved_before_the_gap_limit_default_keeps_the_paper_loss(tmp_path, digits_npz):
+    """A run whose config.json predates des_gap_limit ran the paper's loss: it loads with 0,
+    the same command (today's default 0.1) is refused with the flag that resumes it as it ran,
+    and that flag resumes it."""
+    from coopnets.checkpoint import load_run
+    run = tmp_path / "old"
+    train(cfg_for(digits_npz, tmp_path, steps=1, des_gap_limit=0.0), run_dir=run)
+    saved = json.loads((run / "config.json").read_text())  # as an older coopnets wrote it
+    del saved["des_gap_limit"]
+    (run / "config.json").write_text(json.dumps(saved))
+    ck = load_checkpoint(run)
+    del ck["config"]["des_gap_limit"]
+    save_checkpoint(ck, run / LATEST)
+    assert load_run(run)[0].des_gap_limit == 0.0
+    with pytest.raises(UserError, match=r"before today's default \(des_gap_limit 0.0 -> 0.1\); "
+                                         r"resume it as it ran with --des-gap-limit 0.0"):
+        train(cfg_for(digits_npz, tmp_path, steps=2), run_dir=run)
+    assert train(cfg_for(digits_npz, tmp_path, steps=2, des_gap_limit=0.0), run_dir=run) == run
+    assert load_checkpoint(run)["step"] == 2
+
+
 # 3. --steps and a decaying learning rate -----------------------------------------------------
 def test_30_plus_30_steps_equal_60_and_a_changed_steps_is_refused(tmp_path, digits_npz, monkeypatch):
     kw = dict(steps=60, lr_final=0.1, ckpt_every=50, log_every=10, sample_every=0)
