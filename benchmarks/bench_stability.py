@@ -2,7 +2,10 @@
 whether and when each diverged, with the spread of f(data) − f(syn) and of the Langevin move.
 
     python benchmarks/bench_stability.py --preset texture-cpu --data brick.png --steps 2000 \
-        --try "" "init=paper" "des_gap_limit=0.1" "des_gap_limit=0.03"
+        --try "des_gap_limit=0" "des_gap_limit=0 init=paper" "" "des_gap_limit=0.03"
+
+("" is the preset as it stands, with the default --des-gap-limit 0.1; des_gap_limit=0 is the
+paper's loss.)
 
 Each --try is a space-separated list of config overrides (FIELD=VALUE); ``init=paper`` is not a
 config field: it re-initialises the networks as the released TF code does (conv weights
