@@ -4,10 +4,12 @@ and of the LDS baseline (Doretto et al. 2003) against the observed clip, side by
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/bench_dyntex.py
     .venv/bin/python benchmarks/bench_dyntex.py --clips vapour --steps 100 --out /tmp/dt
+    .venv/bin/python benchmarks/bench_dyntex.py --preset dyntex-fc-cpu --clips fire flag
 
 Each clip of ../shared/data/dynamic_textures is cut to its first ``--frames`` frames and
 centre-cropped and resized to ``--size`` squared: that is the observed video. CoopNets
-(preset dyntex-cpu) trains on random spatio-temporal crops of it; the syntheses are revised
+(``--preset``: dyntex-cpu, stationary nets on random spatio-temporal crops; dyntex-fc-cpu,
+spatially fully connected nets on whole frames and random runs of frames) trains on it; the syntheses are revised
 samples (generator, then descriptor Langevin) of the observed size and length, seeds 0 and 1.
 The LDS (n = ``--lds-states`` states) is fitted to the observed video's pixels and driven by
 noise (seeds 0 and 1), clipped to [0, 255]. The protocol of ``coopnets.metrics.video_quality``
@@ -15,7 +17,8 @@ scores both: frame t against frame t, averaged over frames, then syntheses, then
 "mean frame" (the observed clip's temporal mean, repeated: not a synthesis) shows what the
 protocol gives a video that does not move. Outputs: ``<out>/<clip>.gif`` (observed | ours 1 |
 ours 2), ``<out>/<clip>.png`` (rows: observed, ours 1, ours 2, generator 1, generator 2, LDS 1), and
-``<out>/table5.json``. Runs already trained (same config in ``--outdir``) are not retrained.
+``<out>/table5.json``; a preset other than dyntex-cpu writes ``<clip>-<preset>.gif``/``.png``
+and ``table5-<preset>.json`` instead, so the presets' tables sit side by side. Runs already trained (same config in ``--outdir``) are not retrained.
 """
 from __future__ import annotations
 
@@ -46,7 +49,8 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", default=str(shared_data() / "dynamic_textures"))
     p.add_argument("--clips", nargs="*", default=list(CLIPS))
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
-    p.add_argument("--preset", default="dyntex-cpu")
+    p.add_argument("--preset", default="dyntex-cpu",
+                   help="a video preset: dyntex-cpu (stationary nets) or dyntex-fc-cpu (fixed layout)")
     p.add_argument("--frames", type=int, default=32)
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--lds-states", type=int, default=20)
@@ -54,6 +58,11 @@ def parse_args(argv=None):
     p.add_argument("--out", default=str(REPO / "docs" / "dyntex"), help="GIFs, strips, table5.json")
     p.add_argument("--progress", action="store_true")
     return p.parse_args(argv)
+
+
+def suffix(preset: str) -> str:
+    """File-name suffix of a preset's outputs ("" for dyntex-cpu, whose files came first)."""
+    return "" if preset == "dyntex-cpu" else f"-{preset}"
 
 
 def run_clip(name: str, path: Path, args) -> dict:
@@ -89,8 +98,9 @@ def run_clip(name: str, path: Path, args) -> dict:
               "mean_frame": video_scores(mean.contiguous()[None], observed)}
     out = Path(args.out)
     obs_f = to_float(observed)[None]
-    save_gif(torch.cat([obs_f, ours]), out / f"{name}.gif")
-    save_strip(torch.cat([obs_f, ours, ours_gen, to_float(lds_u8[0])[None]]), out / f"{name}.png")
+    stem = name + suffix(args.preset)
+    save_gif(torch.cat([obs_f, ours]), out / f"{stem}.gif")
+    save_strip(torch.cat([obs_f, ours, ours_gen, to_float(lds_u8[0])[None]]), out / f"{stem}.png")
     return {"clip": name, "run": str(run), "train_min": training_seconds(run) / 60,
             "wall_min": wall / 60, "sample_s": sample_s, "lds_s": lds_s,
             "lds_spectral_radius": lds.spectral_radius(),
@@ -109,7 +119,7 @@ def main(argv=None) -> int:
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows, table = [], out / "table5.json"
+    rows, table = [], out / f"table5{suffix(args.preset)}.json"
     old = {r["clip"]: r for r in json.loads(table.read_text())["clips"]} if table.is_file() else {}
     for name in args.clips:
         r = run_clip(name, data / CLIPS[name], args)
@@ -135,7 +145,7 @@ def main(argv=None) -> int:
     avg = {k: float(np.mean([r[k] for r in allr])) for k in allr[0] if k.endswith(("psnr", "ssim"))}
     gen = (f"| CoopNets generator alone (ours) | {avg['ours_gen_psnr']:.2f} | "
            f"{avg['ours_gen_ssim']:.3f} |\n" if "ours_gen_psnr" in avg else "")
-    print(f"\n| model | PSNR | SSIM |\n|---|---|---|\n| CoopNets (ours, {len(allr)} clips) | "
+    print(f"\n| model | PSNR | SSIM |\n|---|---|---|\n| CoopNets (ours, {args.preset}, {len(allr)} clips) | "
           f"{avg['ours_psnr']:.2f} | {avg['ours_ssim']:.3f} |\n{gen}| LDS (ours, same protocol) | "
           f"{avg['lds_psnr']:.2f} | {avg['lds_ssim']:.3f} |\n| mean frame (not a synthesis) | "
           f"{avg['mean_frame_psnr']:.2f} | {avg['mean_frame_ssim']:.3f} |")

@@ -67,7 +67,8 @@ def generate(run_or_ckpt, n: int, mode: str = "gen", seed: int = 0, batch_size: 
     cfg, des, gen, ckpt = load_run(run_or_ckpt, dev)
     size = size or ckpt["image_size"]
     if size != ckpt["image_size"] and not gen.stationary:  # non-stationary nets have one size
-        raise UserError("--size applies to stationary (texture) runs only")
+        raise UserError(f"--size applies to spatially stationary runs (texture, dyntex) only; "
+                        f"this run's nets make {ckpt['image_size']}x{ckpt['image_size']} only")
     video_frames = ckpt.get("frames", 0)
     if frames and not video_frames:
         raise UserError("--frames applies to video runs only")

@@ -74,10 +74,11 @@ def tiny_nets(width=4, z=3):
     return des, gen
 
 
-def test_descriptor_input_gradient_of_each_example_is_independent_of_its_batch():
+@pytest.mark.parametrize("name,size", [("dyntex", 16), ("dyntex-fc64", 64)])
+def test_descriptor_input_gradient_of_each_example_is_independent_of_its_batch(name, size):
     torch.manual_seed(0)
-    des, _ = tiny_nets()
-    x = torch.randn(3, 3, 8, 16, 16, requires_grad=True)
+    des = DESCRIPTORS[name].build(3, 4)
+    x = torch.randn(3, 3, 8, size, size, requires_grad=True)
     (g_batch,) = torch.autograd.grad(des(x).sum(), x)
     for i in range(3):
         xi = x[i:i + 1].detach().clone().requires_grad_(True)
@@ -110,6 +111,56 @@ def test_stationary_nets_make_longer_larger_videos_and_are_local():
     assert f.shape == (1,) and torch.isfinite(f).all()
     with pytest.raises(UserError, match="multiple of 4"):
         gen.latent_shape(32, 6)
+
+
+def test_fixed_layout_nets_are_stationary_in_time_only():
+    """dyntex-fc64: latents (d, t, 1, 1) make 64x64 frames of any length (the first frames do
+    not depend on latent cells far later); f is invariant to a shift in time (circular
+    padding) but not in space, and other frame sizes are refused with one line."""
+    torch.manual_seed(0)
+    des, gen = DESCRIPTORS["dyntex-fc64"].build(3, 4).double(), GENERATORS["dyntex-fc64"].build(3, 4, 3, "none")
+    assert gen.latent_shape(64, 8) == (3, 2, 1, 1) and gen.latent_shape(64, 24) == (3, 6, 1, 1)
+    assert not gen.stationary
+    z = torch.randn(1, *gen.latent_shape(64, 24))
+    with torch.no_grad():
+        long, short = gen(z), gen(z[:, :, :3])
+    assert long.shape == (1, 3, 24, 64, 64) and short.shape == (1, 3, 12, 64, 64)
+    assert torch.equal(long[:, :, :4], short[:, :, :4])  # local in time
+    assert not torch.allclose(long[:, :, :4], gen(z[:, :, :1]).detach()[:, :, :4], atol=1e-5)
+    for m in des.modules():
+        if isinstance(m, torch.nn.Conv3d):
+            m.padding_mode = "circular"
+    x = torch.randn(1, 3, 16, 64, 64, dtype=torch.float64)
+    assert des.top(des.body(x)).shape[-2:] == (1, 1)  # the top covers the whole frame
+    torch.testing.assert_close(des(torch.roll(x, 4, dims=2)), des(x))  # 4 = the body's stride in time
+    assert not torch.allclose(des(torch.roll(x, (16, 16), dims=(3, 4))), des(x))  # positions matter
+    with pytest.raises(UserError, match="64x64 frames only") as e:
+        gen.latent_shape(32, 8)
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match="takes 64x64 frames") as e:
+        des(x[..., :32, :32])
+    assert "\n" not in str(e.value)
+
+
+def test_dyntex_fc_cpu_smoke_run_synthesizes_longer_videos_at_its_size(tmp_path, capsys):
+    np.save(tmp_path / "clip.npy", smooth_video(t=32, h=64, w=64))
+    runs = tmp_path / "runs"
+    base = ["train", "--preset", "dyntex-fc-cpu", "--data", str(tmp_path / "clip.npy"),
+            "--des-width", "4", "--gen-width", "4", "--outdir", str(runs), "--progress", "false"]
+    assert main(base + ["--steps", "2", "--sample-every", "2"]) == 0
+    (run,) = runs.iterdir()
+    for stem in ("samples-gen-000002", "samples-rev-000002"):  # whole 64x64 frames, 8 of them
+        with Image.open(run / f"{stem}.gif") as im:
+            assert im.n_frames == 8 and im.size == (4 * 64 + 3 * 2, 64)
+    assert main(["sample", str(run), "-n", "2", "--frames", "24", "--out", str(tmp_path / "long.gif")]) == 0
+    with Image.open(tmp_path / "long.gif") as im:
+        assert im.n_frames == 24 and im.size == (2 * 64 + 2, 64)  # 3x the trained length
+    assert "stationary" in error_line(capsys, ["sample", str(run), "--size", "128",
+                                               "--out", str(tmp_path / "big.gif")])
+    err = error_line(capsys, base + ["--new-run", "--image-size", "32", "--steps", "1"])
+    assert "64x64 frames only" in err
+    err = error_line(capsys, base + ["--new-run", "--crop-size", "32", "--steps", "1"])
+    assert "64x64 frames only" in err
 
 
 def test_dyntex_cpu_smoke_run_through_the_cli_writes_gifs(tmp_path, capsys):

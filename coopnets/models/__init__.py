@@ -37,6 +37,13 @@ DESCRIPTORS = {
     # Exp 7 dynamic textures: 3-D convs (t, h, w) 5x5x5 / 2, 3x3x3 / 2, top 3x3x3 summed over
     # all frames and positions (stationary in space and time; any length and size).
     "dyntex": VideoDescriptorSpec(convs=((1, 5, 2), (2, 3, 2)), top=50),
+    # Exp 7, the released code's kind: the same body, then a top layer 3 frames long and
+    # spatially fully connected (kernel 3 x H/4 x W/4), summed over frames only: stationary in
+    # time, one frame size (the layout of a clip is learnt); any number of frames.
+    "dyntex-fc64": VideoDescriptorSpec(convs=((1, 5, 2), (2, 3, 2)), top=50, stationary=False,
+                                       size=64),
+    "dyntex-fc128": VideoDescriptorSpec(convs=((1, 5, 2), (2, 3, 2)), top=50, stationary=False,
+                                        size=128),
 }
 
 GENERATORS = {
@@ -50,6 +57,12 @@ GENERATORS = {
     # Exp 7: z (d, T/4, H/16, W/16) -> (C, T, H, W); stride 2 in time twice, in space 4 times.
     "dyntex": VideoGeneratorSpec(widths=(4, 2, 1), strides=((1, 2, 2), (2, 2, 2), (2, 2, 2),
                                                             (1, 2, 2))),
+    # Exp 7, fixed layout: z (d, T/4, 1, 1) -> (w0, T/4, s, s) by a transposed conv of spatial
+    # kernel s (each position its own weights), then the stride-2 layers: s = 8 -> 64, 16 -> 128.
+    "dyntex-fc64": VideoGeneratorSpec(widths=(4, 2, 1), start=8,
+                                      strides=((1, 1, 1), (2, 2, 2), (2, 2, 2), (1, 2, 2))),
+    "dyntex-fc128": VideoGeneratorSpec(widths=(4, 2, 1), start=16,
+                                       strides=((1, 1, 1), (2, 2, 2), (2, 2, 2), (1, 2, 2))),
 }
 
 
