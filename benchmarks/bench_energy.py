@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import REPO, code_version, shared_data, training_seconds
+from common import REPO, code_version, equal_compute_steps, shared_data, training_seconds
 
 MODELS = {  # name -> (preset, overrides)
     "gcn": ("wgcn-mnist-cpu", {"jko_prox": "explicit"}),
@@ -178,16 +178,9 @@ def main(argv=None) -> int:
         return 0
     import torch
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    steps = {}
-    for m in args.models:
-        given = getattr(args, f"steps_{m.replace('-', '_')}")
-        if given:
-            steps[m] = given
-        else:
-            sps = calibrate(args, m)
-            steps[m] = max(25, int(args.budget_min * 60 / sps))
-            print(f"{m}: {sps:.3f} s/step -> {steps[m]} steps in {args.budget_min} min", flush=True)
-    print("repeat exactly with: " + " ".join(f"--steps-{m} {steps[m]}" for m in args.models))
+    given = {m: getattr(args, f"steps_{m.replace('-', '_')}") for m in args.models}
+    steps = equal_compute_steps(args.models, given, lambda m: calibrate(args, m), args.budget_min,
+                                minimum=25)
     runs, stopped, all_curves = {}, {}, {}
     for m in args.models:
         t0 = time.perf_counter()

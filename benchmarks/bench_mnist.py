@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import REPO, code_version, shared_data, training_seconds
+from common import REPO, code_version, equal_compute_steps, shared_data, training_seconds
 
 PAPER = {"gen": (226.0, 2.1), "revise": (228.0, 2.1)}  # Table 2, CoopNets; GAN 225 ± 2
 SIGMAS = np.logspace(-1, 0, 21)  # the bandwidth grid, twice as fine as the library default
@@ -153,16 +153,9 @@ def main(argv=None) -> int:
 
     results, rows = {}, []
     if args.ablation:
-        steps = {}
-        for a in args.algorithms:
-            given = getattr(args, f"steps_{a}")
-            if given:
-                steps[a] = given
-            else:
-                sps = calibrate(args, a)
-                steps[a] = max(1, int(args.budget_min * 60 / sps))
-                print(f"{a}: {sps:.3f} s/step -> {steps[a]} steps in {args.budget_min} min", flush=True)
-        print("repeat exactly with: " + " ".join(f"--steps-{a} {steps[a]}" for a in args.algorithms))
+        given = {a: getattr(args, f"steps_{a}") for a in args.algorithms}
+        steps = equal_compute_steps(args.algorithms, given, lambda a: calibrate(args, a),
+                                    args.budget_min)
         # own folder: a CoopNets ablation run must not resume (or be) the Table 2 run
         ablation_dir = str(Path(args.outdir) / "ablation")
         runs = {a: train_or_last(make_cfg(args, a, steps[a], ablation_dir)) for a in args.algorithms}

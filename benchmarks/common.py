@@ -75,3 +75,20 @@ def face_run(args, new_run: bool = False) -> Path:
     run = train(cfg, new_run=new_run)
     print(f"trained {run} in {(time.perf_counter() - t0) / 60:.1f} min ({cfg.steps} steps)")
     return run
+
+
+def equal_compute_steps(names, given: dict, seconds_per_step, budget_min: float,
+                        minimum: int = 1) -> dict:
+    """Steps per model for one wall-clock budget: ``given[name]`` where set, else the budget
+    over ``seconds_per_step(name)`` measured on this machine; prints the rates and the
+    ``--steps-NAME`` flags that repeat the allocation exactly."""
+    steps = {}
+    for name in names:
+        if given.get(name):
+            steps[name] = given[name]
+        else:
+            sps = seconds_per_step(name)
+            steps[name] = max(minimum, int(budget_min * 60 / sps))
+            print(f"{name}: {sps:.3f} s/step -> {steps[name]} steps in {budget_min} min", flush=True)
+    print("repeat exactly with: " + " ".join(f"--steps-{n} {steps[n]}" for n in names))
+    return steps

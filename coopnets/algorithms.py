@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import torch
 
+from .distributed import mean_tensor
 from .langevin import generator_log_posterior, langevin, revise
 from .seeding import randn
 
@@ -71,17 +72,8 @@ def descriptor_loss(f_obs: torch.Tensor, f_syn: torch.Tensor, gap_limit: float =
     # The gradient is (1 − ḡ/G)∇gap with ḡ the gap over every process's examples (detached), so
     # averaging the processes' gradients under DDP gives one process's gradient on all of them;
     # alone, ḡ = gap and this is exactly the gradient of −gap + gap²/2G, the value returned.
-    g_all = _mean_over_processes(gap.detach())
+    g_all = mean_tensor(gap.detach())
     return -gap + g_all * gap / gap_limit - g_all * g_all / (2.0 * gap_limit)
-
-
-def _mean_over_processes(t: torch.Tensor) -> torch.Tensor:
-    """The mean of a scalar tensor over the processes of a torchrun job (itself when alone)."""
-    if not torch.distributed.is_initialized():
-        return t
-    t = t.clone()
-    torch.distributed.all_reduce(t)
-    return t / torch.distributed.get_world_size()
 
 
 def gap_limit(cfg, x: torch.Tensor) -> float:

@@ -52,6 +52,15 @@ def barrier() -> None:
         dist.barrier()
 
 
+def mean_tensor(t: torch.Tensor) -> torch.Tensor:
+    """The mean of a tensor over processes, as a tensor on its device (itself when alone)."""
+    if not dist.is_initialized():
+        return t
+    t = t.clone()
+    dist.all_reduce(t)
+    return t / world()
+
+
 def mean_over_ranks(stats: dict) -> dict:
     """Average a dict of floats over processes (for logging)."""
     if not dist.is_initialized():
@@ -59,8 +68,7 @@ def mean_over_ranks(stats: dict) -> dict:
     keys = sorted(stats)
     t = torch.tensor([float(stats[k]) for k in keys], dtype=torch.float64,
                      device="cuda" if dist.get_backend() == "nccl" else "cpu")
-    dist.all_reduce(t)
-    return {k: v / world() for k, v in zip(keys, t.tolist())}
+    return dict(zip(keys, mean_tensor(t).tolist()))
 
 
 def wrap(module: torch.nn.Module, device: torch.device):
