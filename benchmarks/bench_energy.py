@@ -20,6 +20,16 @@ one-step jump relative to its median magnitude (``jumpiness``); seconds per step
 train[50000:60000], test set) and MNIST FID against the test set, on ``--num-samples`` samples
 (``coopnets sample`` modes: des = x-space chains from N(0, s²I), 10 l_D steps; GGCN: gen = the
 amortized g(z), revise = the hidden-space chains). Energy curves go to docs/energy-*.png.
+
+``--step-sizes D1 D2 ...`` is the stability sweep instead: every model trains
+``--sweep-steps`` steps at each Langevin / particle step size δ (``des_step_size``), and the
+table says whether and when the loop stopped it as diverged, with its largest chain move and
+energy. The explicit (Langevin) step on the reference term alone is unstable once τ/s² > 2,
+i.e. δ > 2s (0.032 at s = 0.016); the proximal step is not, and the sweep shows where the
+learned f moves that line:
+
+    .venv/bin/python benchmarks/bench_energy.py --models gcn wgcn wgcn-semi frame wframe \
+        --step-sizes 0.01 0.02 0.03 0.05 --sweep-steps 100
 """
 from __future__ import annotations
 
@@ -38,7 +48,7 @@ MODELS = {  # name -> (preset, overrides)
     "wgcn": ("wgcn-mnist-cpu", {}),
     "wgcn-semi": ("wgcn-mnist-cpu", {"jko_prox": "semi-implicit"}),
     "ggcn": ("ggcn-mnist-cpu", {}),
-    "frame": ("frame-mnist-cpu", {}),
+    "frame": ("wframe-mnist-cpu", {"jko_prox": "explicit"}),  # = frame-mnist-cpu, bit for bit
     "wframe": ("wframe-mnist-cpu", {}),
 }
 LABELS = {"gcn": "GCN (Langevin, Alg. D)", "wgcn": "wGCN (JKO, K_in 3)",
@@ -63,6 +73,9 @@ def parse_args(argv=None):
     p.add_argument("--valid-subset", default="50000:60000", help="x_train rows that choose sigma")
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                    help="config overrides for every model, e.g. des_width=16")
+    p.add_argument("--step-sizes", nargs="+", type=float, default=None, metavar="DELTA",
+                   help="stability sweep: train every model at each step size δ instead")
+    p.add_argument("--sweep-steps", type=int, default=100, help="steps per sweep run")
     return p.parse_args(argv)
 
 
@@ -99,12 +112,18 @@ def train_one(cfg):
     except TrainingDiverged as e:
         run = find_run_dir(cfg)
         print(f"  warning: {e}", flush=True)
-        recs = [json.loads(x) for x in (run / "stats.jsonl").read_text().splitlines()]
+        recs = records(run)
         return run, (recs[-1]["step"] + 1 if recs else 1)
 
 
+def records(run: Path) -> list:
+    """The run's stats.jsonl records ([] when it stopped before its first log line)."""
+    path = run / "stats.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
+
+
 def curves(run: Path) -> dict:
-    recs = [json.loads(x) for x in (run / "stats.jsonl").read_text().splitlines()]
+    recs = records(run)
     keys = ("step", "f_obs", "f_syn", "energy", "w2_step", "f_gap", "sec_per_it")
     return {k: np.array([r.get(k, np.nan) for r in recs], dtype=float) for k in keys}
 
@@ -169,6 +188,28 @@ def score(run, algorithm, args, test, valid) -> dict:
     return out
 
 
+def sweep(args) -> None:
+    """The step-size sweep: one table row per (δ, model)."""
+    import warnings
+    warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows of a run stopped at step 1
+    print(f"\n{args.sweep_steps} steps per run; 'stopped' = the training loop's divergence "
+          "check (NaN/inf, or a chain move above 100 per pixel)")
+    print("| δ | τ/s² | model | stopped at | max chain move | max abs energy | median W2 step | s/step |")
+    print("|---|---|---|---|---|---|---|---|")
+    for delta in args.step_sizes:
+        for m in args.models:
+            cfg = make_cfg(args, m, args.sweep_steps, str(Path(args.outdir) / f"sweep-{delta:g}"),
+                           des_step_size=delta, sample_every=0)
+            run, stopped = train_one(cfg)
+            recs = records(run)
+            moves = [r.get("langevin_move", float("nan")) for r in recs] or [float("nan")]
+            c = {k: (v if len(v) else np.array([np.nan])) for k, v in curves(run).items()}
+            print(f"| {delta:g} | {0.5 * delta * delta / cfg.ref_std ** 2:.3g} | {LABELS[m]} | "
+                  f"{'step ' + str(stopped) if stopped else 'no'} | {np.nanmax(moves):.3g} | "
+                  f"{np.nanmax(np.abs(c['energy'])):.3g} | {np.nanmedian(c['w2_step']):.3g} | "
+                  f"{np.nanmedian(c['sec_per_it']):.3f} |", flush=True)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     print(f"code {code_version()}")
@@ -178,6 +219,9 @@ def main(argv=None) -> int:
         return 0
     import torch
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if args.step_sizes:
+        sweep(args)
+        return 0
     given = {m: getattr(args, f"steps_{m.replace('-', '_')}") for m in args.models}
     steps = equal_compute_steps(args.models, given, lambda m: calibrate(args, m), args.budget_min,
                                 minimum=25)

@@ -54,6 +54,9 @@ def parse_args(argv=None):
     p.add_argument("--num-samples", type=int, default=10000)
     p.add_argument("--valid-subset", default="50000:60000", help="x_train rows that choose sigma")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--des-steps", type=int, default=None,
+                   help="Langevin steps of revised (and Algorithm D) samples (default: the run's l_D)")
+    p.add_argument("--no-ceiling", action="store_true", help="skip scoring real digits")
     p.add_argument("--ablation", action="store_true", help="train and score all three algorithms")
     p.add_argument("--budget-min", type=float, default=10.0, help="ablation: minutes per algorithm")
     for a in ALGOS:
@@ -119,19 +122,26 @@ def score(run: Path, cfg, modes, args, test, valid) -> dict:
     from coopnets.metrics.mnist_classifier import mnist_fid
     from coopnets.metrics.parzen import parzen_score
     from coopnets.sampling import generate
+    from coopnets.checkpoint import load_checkpoint
     out = {}
+    # a --gen-ema run: its moving average (what it samples with) and the trained generator
+    averaged = load_checkpoint(run).get("generator_ema") is not None and cfg.algorithm != "descriptor"
+    steps = args.des_steps if args.des_steps is not None else cfg.des_steps
     for mode in modes:
-        t0 = time.perf_counter()
-        # Algorithm D's samples are its training chains: l_D steps from the reference noise
-        x = generate(run, args.num_samples, mode=mode, seed=args.seed, batch_size=500,
-                     des_steps=cfg.des_steps, progress=args.progress)  # (N, 1, 28, 28) in [-1, 1]
-        sample_s = time.perf_counter() - t0
-        p = parzen_score(to_unit(x), valid, test, sigmas=SIGMAS)
-        f = mnist_fid(to_unit(x), test)
-        out[mode] = dict(parzen=p["mean"], parzen_se=p["std_error"], sigma=p["sigma"],
-                         mnist_fid=f, sample_seconds=sample_s)
-        print(f"  {run.name} {mode}: Parzen {p['mean']:.1f} ± {p['std_error']:.1f} "
-              f"(sigma {p['sigma']:.3f}), MNIST FID {f:.2f}", flush=True)
+        for ema in ((True, False) if averaged else (True,)):
+            label = mode + (" (EMA)" if averaged and ema else " (trained)" if averaged else "")
+            label += f", {steps} steps" if args.des_steps is not None and mode != "gen" else ""
+            t0 = time.perf_counter()
+            # Algorithm D's samples are its training chains: l_D steps from the reference noise
+            x = generate(run, args.num_samples, mode=mode, seed=args.seed, batch_size=500,
+                         des_steps=steps, progress=args.progress, ema=ema)  # (N, 1, 28, 28) in [-1, 1]
+            sample_s = time.perf_counter() - t0
+            p = parzen_score(to_unit(x), valid, test, sigmas=SIGMAS)
+            f = mnist_fid(to_unit(x), test)
+            out[label] = dict(parzen=p["mean"], parzen_se=p["std_error"], sigma=p["sigma"],
+                              mnist_fid=f, sample_seconds=sample_s)
+            print(f"  {run.name} {label}: Parzen {p['mean']:.1f} ± {p['std_error']:.1f} "
+                  f"(sigma {p['sigma']:.3f}), MNIST FID {f:.2f}", flush=True)
     return out
 
 
@@ -171,13 +181,13 @@ def main(argv=None) -> int:
         res = score(run, cfg, MODES[algo], args, test, valid)
         results[a] = {"run": str(run), "step": ckpt["step"], "train_seconds": secs, "scores": res}
         for mode, r in res.items():
-            paper = PAPER.get(mode) if algo == "coop" else None
+            paper = PAPER.get(mode.split(" ")[0].rstrip(",")) if algo == "coop" else None
             rows.append(f"| {NAMES[algo]} | {mode} | {ckpt['step']} | {secs / 60:.1f} | "
                         f"{r['parzen']:.1f} ± {r['parzen_se']:.1f} | {r['sigma']:.3f} | "
                         f"{r['mnist_fid']:.2f} | "
                         + (f"{paper[0]:.0f} ± {paper[1]}" if paper else "–") + " |")
 
-    if not args.ablation:  # the ceiling at this sample count: real digits as the "samples"
+    if not args.ablation and not args.no_ceiling:  # the ceiling: real digits as the "samples"
         from coopnets.metrics.mnist_classifier import mnist_fid
         from coopnets.metrics.parzen import parzen_score
         real = load_images(data, key="x_train", subset=f"0:{args.num_samples}")

@@ -131,10 +131,11 @@ def _update_descriptor(des, opt, x_obs, x_syn, amp, limit: float = 0.0) -> dict:
     return {"des_loss": loss, "f_gap": f_obs.mean() - f_syn.mean()}
 
 
-def _infer_z(gen, x, z, cfg, amp, rng):
+def _infer_z(gen, x, z, cfg, amp, rng, steps=None, step_size=None):
     """G1: l_G Langevin steps of z under the posterior p(z | x; α)."""
     return langevin(generator_log_posterior(unwrap(gen), x, cfg.residual_std, autocast=amp), z,
-                    cfg.gen_steps, cfg.gen_step_size, cfg.gen_noise, rng)
+                    cfg.gen_steps if steps is None else steps,
+                    cfg.gen_step_size if step_size is None else step_size, cfg.gen_noise, rng)
 
 
 def _update_generator(opt, target, g, residual_std) -> torch.Tensor:

@@ -182,16 +182,23 @@ def _load_export(folder: Path) -> dict:
     return ckpt
 
 
-def load_run(run_or_ckpt, device="cpu"):
+def sampling_generator(ckpt: dict, ema: bool = True) -> dict:
+    """The generator weights a run samples with: the moving average of a ``--gen-ema`` run
+    (unless ``ema`` is False), else the trained weights."""
+    return ckpt["generator_ema"] if ema and ckpt.get("generator_ema") is not None else ckpt["generator"]
+
+
+def load_run(run_or_ckpt, device="cpu", ema: bool = True):
     """(config, descriptor, generator, checkpoint dict) of a run folder, ``.pt`` file or export
-    folder, nets on ``device`` in eval mode."""
+    folder, nets on ``device`` in eval mode. The generator is the moving average of a
+    ``--gen-ema`` run; ``ema=False`` gives the trained weights instead."""
     ckpt = load_checkpoint(run_or_ckpt)
     where = find_checkpoint(run_or_ckpt)
     try:
         cfg = config_from_dict(ckpt["config"], saved=True)  # as the run computed
         des, gen = build_nets(cfg, ckpt["channels"])
         des.load_state_dict(ckpt["descriptor"])
-        gen.load_state_dict(ckpt["generator"])
+        gen.load_state_dict(sampling_generator(ckpt, ema))
     except (TypeError, KeyError, RuntimeError, UserError) as e:  # unknown fields, missing keys, other weights
         line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{where} does not describe coopnets networks this version builds: "

@@ -66,10 +66,19 @@ class Config:
     gen_lr: float = 1e-4
     gen_beta1: float = 0.5
     gen_beta2: float = 0.999
+    # Keep an exponential moving average of the generator's weights, with this decay per step,
+    # beside the trained one; sampling, evaluation and export use it (0: off, the paper).
+    gen_ema: float = 0.0
     # wGCN / wFRAME / GGCN: the JKO particle step (coopnets/particle.py, docs/ggcn.md) ----------
     jko_prox: str = "iterative"  # iterative | semi-implicit | explicit (= the Langevin step)
     jko_inner_steps: int = 3  # K_in, gradient steps per proximal step (iterative)
     jko_inner_step: float = 0.0  # η of the first inner step; 0: 1/(1/τ + 1/s²), τ = δ²/2
+    # GGCN's upsampler g is also the base q = g#N(0, I) that f tilts, so it fits the data too:
+    # Algorithm G's posterior inference of each observed example's z (warm-started, this many
+    # Langevin steps of this size), then g(z) regresses on it (docs/ggcn.md). 0: g learns from
+    # the chains' ends only, ggcn.md §4.5 read literally, which never shows g the data.
+    ggcn_infer_steps: int = 10
+    ggcn_infer_step: float = 0.1
     # schedule ---------------------------------------------------------------------------
     batch_size: int = 100  # n observed examples per step (per process)
     num_chains: int = 144  # M synthesized examples per step (per process)
@@ -107,6 +116,8 @@ class Config:
                 need(self.algorithm != "ggcn" and name == "gen" or self.jko_inner_step < bound,
                      f"--jko-inner-step {self.jko_inner_step:g} diverges with --{name}-step-size "
                      f"{delta:g}: it must be below {bound:.3g}")
+        need(self.ggcn_infer_steps >= 0 and self.ggcn_infer_step > 0,
+             "--ggcn-infer-steps must be >= 0 and --ggcn-infer-step positive")
         need(self.algorithm != "ggcn" or self.gen_steps > 0,
              "--algorithm ggcn samples in hidden space: set --gen-steps (l_z) to 1 or more")
         need(self.des_init in ("noise", "persistent", "data"),
@@ -130,6 +141,7 @@ class Config:
         need(self.des_gap_limit >= 0, f"--des-gap-limit must be >= 0, got {self.des_gap_limit}")
         need(self.frame_stride >= 1, f"--frame-stride must be >= 1, got {self.frame_stride}")
         need(0 < self.lr_final <= 1, f"--lr-final must be in (0, 1], got {self.lr_final}")
+        need(0 <= self.gen_ema < 1, f"--gen-ema must be in [0, 1) (e.g. 0.999), got {self.gen_ema}")
         for name in ("des_beta1", "gen_beta1", "des_beta2", "gen_beta2"):
             need(0 <= getattr(self, name) < 1, f"--{_flag(name)} must be in [0, 1), got {getattr(self, name)}")
         return self
@@ -307,7 +319,7 @@ RENAMED = {"des_refsig": "ref_std", "gen_refsig": "residual_std"}
 
 # Fields whose value for a run saved before they existed is not today's default: such a run
 # computed without them, so it resumes, loads and exports as it ran.
-BEFORE_FIELD = {"des_gap_limit": 0.0}
+BEFORE_FIELD = {"des_gap_limit": 0.0, "ggcn_infer_steps": 0}
 
 
 def migrate(values: dict, saved: bool = False) -> dict:

@@ -91,10 +91,10 @@ def _has_features(path) -> bool:
 
 def load_samples(source, num: int | None = None, *, mode: str = "revise", seed: int = 0,
                  batch_size: int = 100, device="cpu", read: ImageSource = ImageSource(),
-                 progress: bool = True) -> torch.Tensor:
+                 progress: bool = True, ema: bool = True) -> torch.Tensor:
     """uint8 (N, C, H, W) samples: generated from a run or checkpoint (``num``, default 10,000,
     seeded per example and rounded exactly as saved PNGs would be), or the first ``num``
-    images of a path, or a tensor/array given as is."""
+    images of a path, or a tensor/array given as is. ``ema``: as in ``coopnets.generate``."""
     if isinstance(source, (str, Path)):
         if not Path(source).exists():
             raise UserError(f"SOURCE {source} does not exist")
@@ -102,7 +102,7 @@ def load_samples(source, num: int | None = None, *, mode: str = "revise", seed: 
             from .images import to_uint8
             from .sampling import generate
             x = generate(source, num or DEFAULT_RUN_SAMPLES, mode=mode, seed=seed,
-                         batch_size=batch_size, device=str(device), progress=progress)
+                         batch_size=batch_size, device=str(device), progress=progress, ema=ema)
             if not torch.isfinite(x).all():
                 raise UserError(f"samples from {source} contain NaN or inf; the run has diverged")
             return to_uint8(x)

@@ -2,6 +2,7 @@
 
     OUT/descriptor.safetensors   descriptor state_dict
     OUT/generator.safetensors    generator state_dict, BatchNorm running statistics included
+                                 (a --gen-ema run: the moving average, which it samples with)
     OUT/config.json              the run's config fields, plus "model": {channels, image_size,
                                  arch_version, step}
     OUT/README.md                what was trained on what, how far, its last logged stats and
@@ -17,7 +18,7 @@ import json
 import shlex
 from pathlib import Path
 
-from .checkpoint import LATEST, load_checkpoint, source_dir
+from .checkpoint import LATEST, load_checkpoint, sampling_generator, source_dir
 from .config import migrate
 from .errors import UserError
 
@@ -36,8 +37,9 @@ def export_run(run_or_ckpt, out_dir) -> Path:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
+    weights = {"descriptor": ckpt["descriptor"], "generator": sampling_generator(ckpt)}
     for net in ("descriptor", "generator"):
-        tensors = {k: v.detach().cpu().contiguous().clone() for k, v in ckpt[net].items()}
+        tensors = {k: v.detach().cpu().contiguous().clone() for k, v in weights[net].items()}
         save_file(tensors, str(out / f"{net}.safetensors"), metadata={"format": "pt"})
     model = {"channels": ckpt["channels"], "image_size": ckpt["image_size"],
              "arch_version": ckpt["arch_version"], "step": ckpt["step"]}

@@ -21,7 +21,8 @@ One inner step of size η = τ from y = x is x + (δ²/2)∇log p(x): the Langev
 Step functions (the standard shape of ``coopnets.algorithms``):
   wgcn_step   Algorithm D with JKO chains (wGCN; wFRAME with --algorithm wframe)
   ggcn_step   GGCN: hidden-space JKO chains in z under exp(f(g(z))) N(z; 0, I), amortized
-              learning of the upsampler g from where the chains end, alternating θ and α
+              learning of the upsampler g from where the chains end, alternating θ and α;
+              g also fits the data by Algorithm G (it is the base f tilts; ggcn_infer_steps)
 FRAME (--algorithm frame) is Algorithm D itself with the descriptor's filter bank frozen
 (``freeze_filters``); every step here logs f_obs, f_syn, energy (mean U of the particles)
 and w2_step (mean ||x̃_end − x̃_start||², the transport of the chains this iteration).
@@ -151,6 +152,13 @@ def revise_z(des, gen, z, cfg, rng, amp=None):
                rng, ref_std=1.0, **_jko_kw(cfg))
 
 
+def hidden_gap_limit(cfg, z: torch.Tensor) -> float:
+    """GGCN's bound on f(data) − f(syn): ``cfg.des_gap_limit`` per latent dimension, in units of
+    the hidden reference N(0, I) (the x-space limit, per pixel in units of 1/s², is ~10⁵ at
+    s = 0.016 and never binds on energies of the hidden model's scale, ~d/2)."""
+    return cfg.des_gap_limit * z[0].numel()
+
+
 def freeze_filters(des: torch.nn.Module) -> None:
     """FRAME: keep the descriptor's filter bank (every layer below the top) fixed at its
     initialisation, so that only the top layer's weights λ are learned:
@@ -201,17 +209,32 @@ def ggcn_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> StepResul
         x_syn = gen(z).float()
     if cfg.des_steps:
         x_syn = revise_x(des, x_syn, cfg, rng, amp)
-    # 4. θ: f learns from the chains' samples as negatives (exact for the image-space model).
+    # 4. θ: f learns from the chains' samples as negatives (exact for the image-space model),
+    # its gap bounded in the units of the space the chains run in (hidden_gap_limit).
     loss, f_obs, f_syn = update_descriptor(nets.des, nets.opt_des, batch.x, x_syn, amp,
-                                           gap_limit(cfg, batch.x))
+                                           hidden_gap_limit(cfg, z0))
     # 5. α (amortization): g(z⁰) regresses on where the chains ended, sg(x̃).
+    # 6. α (the base q = g#N(0, I) fits the data; ggcn_infer_steps > 0): Algorithm G's inference
+    # of each observed example's z, warm-started from its last one; g(z) regresses on the example.
+    # One generator pass for both (one forward per backward under DDP).
+    z_obs, stats = None, {}
+    if cfg.ggcn_infer_steps:
+        latents = state["latents"]
+        z_obs = _infer_z(nets.gen, batch.x, latents[batch.index].to(batch.x.device), cfg, amp,
+                         rng, cfg.ggcn_infer_steps, cfg.ggcn_infer_step)
+        latents[batch.index] = z_obs.to(latents.device)
     with amp():
-        x_amortized = nets.gen(z0)
+        out = nets.gen(z0 if z_obs is None else torch.cat([z0, z_obs]))
+    x_amortized = out[: len(z0)]
     gen_loss = generator_loss(x_syn, x_amortized, cfg.residual_std)
+    if z_obs is not None:
+        fit_loss = generator_loss(batch.x, out[len(z0):], cfg.residual_std)
+        gen_loss = gen_loss + fit_loss
+        stats["fit_loss"] = fit_loss.detach()
     nets.opt_gen.zero_grad(set_to_none=True)
     gen_loss.backward()
     nets.opt_gen.step()
-    stats = _energy_stats(loss, f_obs, f_syn, z, z0, 1.0)
+    stats = {**_energy_stats(loss, f_obs, f_syn, z, z0, 1.0), **stats}
     stats["gen_loss"] = gen_loss.detach()
     return StepResult(stats, state, {"x_gen": x_amortized.detach().float(), "x_rev": x_syn})
 
@@ -249,6 +272,6 @@ def sample_batch(des, gen, indices, *, mode, seed, cfg, latent_shape, image_shap
 
 # Imported last: algorithms.py registers wgcn_step and ggcn_step in STEPS by importing this
 # module, so either module may be imported first.
-from .algorithms import (Batch, Nets, StepResult, _rms_move, amp_context,  # noqa: E402
+from .algorithms import (Batch, Nets, StepResult, _infer_z, _rms_move, amp_context,  # noqa: E402
                          descriptor_chain_start, gap_limit, generator_loss, unwrap,
                          update_descriptor)

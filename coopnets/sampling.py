@@ -47,13 +47,15 @@ def sample_batch(des, gen, indices, *, mode, seed, latent_shape, image_shape, re
 
 def generate(run_or_ckpt, n: int, mode: str = "gen", seed: int = 0, batch_size: int = 100,
              device: str = "auto", des_steps: int | None = None, size: int | None = None,
-             start: int = 0, progress: bool = True, frames: int | None = None) -> torch.Tensor:
+             start: int = 0, progress: bool = True, frames: int | None = None,
+             ema: bool = True) -> torch.Tensor:
     """``n`` samples (indices start..start+n-1) in [-1, 1] as a CPU tensor (n, C, H, W), or
     (n, C, T, H, W) for a video run.
 
     ``size`` sets the output size of a stationary (texture, video) run, e.g. twice the training
     size, and ``frames`` the length of a video run's samples; ``des_steps`` defaults to the
-    run's l_D for ``revise`` and 10 l_D for ``des``.
+    run's l_D for ``revise`` and 10 l_D for ``des``. A ``--gen-ema`` run samples with its moving
+    average of the generator unless ``ema`` is False (the trained weights).
     """
     if mode not in MODES:
         raise UserError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -64,7 +66,7 @@ def generate(run_or_ckpt, n: int, mode: str = "gen", seed: int = 0, batch_size: 
     if des_steps is not None and des_steps < 0:
         raise UserError(f"--des-steps must be >= 0, got {des_steps}")
     dev = pick_device(device)
-    cfg, des, gen, ckpt = load_run(run_or_ckpt, dev)
+    cfg, des, gen, ckpt = load_run(run_or_ckpt, dev, ema=ema)
     size = size or ckpt["image_size"]
     if size != ckpt["image_size"] and not gen.stationary:  # non-stationary nets have one size
         raise UserError(f"--size applies to spatially stationary runs (texture, dyntex) only; "

@@ -17,6 +17,7 @@ SIGINT and SIGTERM stop the loop after the current step: a checkpoint is written
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed as dist
@@ -51,6 +53,7 @@ from .particle import revised as particle_samples
 from .seeding import ExampleRNG, generator, stream_seed, sub_seed
 
 CHAIN_ALGORITHMS = ("descriptor", "frame", "wframe", "wgcn")  # samples are the descriptor's chains
+EMA_ALGORITHMS = ("coop", "abp", "ggcn")  # the ones that train a generator (--gen-ema)
 MAX_MOVE = 100.0  # an RMS Langevin move of 100 per pixel (pixels in [-1, 1]) is divergence
 # A collapsed generator (measured with --gen-lr 100 and 1 on the smoke and mnist-cpu presets:
 # BatchNorm statistics 1e3..1e14, 100% of pixels at +-1, or every sample the same; healthy
@@ -169,6 +172,7 @@ class Session:
     size: int
     samples: dict = field(default_factory=dict)  # the last step's synthesized tensors
     frames: int = 0  # frames per training example of a video run (0: images)
+    ema: nn.Module | None = None  # --gen-ema: the moving average of the generator's weights
 
     @property
     def modules(self):
@@ -196,7 +200,8 @@ def build_session(cfg: Config, images: torch.Tensor, device: torch.device) -> Se
                                  fused=fused),
                 latent_shape)
     state: dict = {"chains": None, "latents": None}
-    if cfg.algorithm == "abp":  # one persistent latent per training example (warm starts)
+    if cfg.algorithm == "abp" or (cfg.algorithm == "ggcn" and cfg.ggcn_infer_steps):
+        # one persistent latent per training example (Algorithm G's warm starts)
         state["latents"] = torch.randn((len(images), *latent_shape),
                                        generator=generator(stream_seed(cfg.seed, "abp_latents")))
     fixed_z = torch.randn((cfg.grid_size, *latent_shape),
@@ -204,7 +209,16 @@ def build_session(cfg: Config, images: torch.Tensor, device: torch.device) -> Se
     calib_z = torch.randn((max(4 * cfg.num_chains, 256), *latent_shape),
                           generator=generator(stream_seed(cfg.seed, "bn_calibration"))).to(device)
     rng = generator(cfg.seed * dist.world() + dist.rank(), device)
-    return Session(cfg, device, nets, rng, state, fixed_z, calib_z, channels, size, frames=frames)
+    ema = copy.deepcopy(gen).requires_grad_(False) if cfg.gen_ema and cfg.algorithm in EMA_ALGORITHMS else None
+    return Session(cfg, device, nets, rng, state, fixed_z, calib_z, channels, size, frames=frames,
+                   ema=ema)
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, gen: nn.Module, decay: float) -> None:
+    """ema ← decay · ema + (1 − decay) · gen for every parameter: one fused op, no host sync
+    (torch.optim.swa_utils.AveragedModel reads a counter on the host at every update)."""
+    torch._foreach_lerp_(list(ema.parameters()), list(gen.parameters()), 1.0 - decay)
 
 
 def checkpoint_dict(s: Session, step: int) -> dict:
@@ -218,6 +232,7 @@ def checkpoint_dict(s: Session, step: int) -> dict:
     return {"config": config_dict(s.cfg), "step": step, "arch_version": ARCH_VERSION,
             "channels": s.channels, "image_size": s.size, "frames": s.frames,
             "descriptor": des.state_dict(), "generator": gen.state_dict(),
+            "generator_ema": s.ema.state_dict() if s.ema is not None else None,
             "opt_des": s.nets.opt_des.state_dict(), "opt_gen": s.nets.opt_gen.state_dict(),
             "rng": rngs, "rng_device": s.device.type,
             "state": {k: (v.cpu() if v is not None else None) for k, v in s.state.items()}}
@@ -230,6 +245,8 @@ def restore(s: Session, ckpt: dict) -> str:
     try:
         des.load_state_dict(ckpt["descriptor"])
         gen.load_state_dict(ckpt["generator"])
+        if s.ema is not None:  # a run saved before its average existed starts it from gen
+            s.ema.load_state_dict(ckpt.get("generator_ema") or ckpt["generator"])
         s.nets.opt_des.load_state_dict(ckpt["opt_des"])  # Adam moves its state to the parameters
         s.nets.opt_gen.load_state_dict(ckpt["opt_gen"])
     except (KeyError, ValueError, RuntimeError) as e:  # a checkpoint of other networks
@@ -398,6 +415,8 @@ def write_checkpoint(s: Session, run_dir: Path, step: int, mon: Monitor) -> None
     if not _finite_params(des, gen):
         check_finite(step, {"parameters": float("nan")}, run_dir, mon.last_ckpt)
     recalibrate_batchnorm(gen, s.calib_z, s.cfg.num_chains)
+    if s.ema is not None:
+        recalibrate_batchnorm(s.ema, s.calib_z, s.cfg.num_chains)
     check_generator(s, step, run_dir, mon.last_ckpt)
     obj = checkpoint_dict(s, step)
     if dist.is_main():
@@ -454,6 +473,7 @@ def save_progress(s: Session, run_dir: Path, step: int) -> None:
         if chains is not None:
             _save_samples(chains[: cfg.grid_size], run_dir / f"samples-des-{tag}.png")
         return
+    gen = s.ema if s.ema is not None else gen  # the generator the run samples with
     recalibrate_batchnorm(gen, s.calib_z, cfg.num_chains)
     x_gen = _decode(gen, s.fixed_z)
     _save_samples(x_gen, run_dir / f"samples-gen-{tag}.png")
@@ -653,6 +673,8 @@ def train(cfg: Config, run_dir: str | Path | None = None, new_run: bool = False)
                 batch = Batch(batches.batch(step, rank, world, index).to(device, memory_format=fmt), index)
                 result = step_fn(nets, batch, s.state, cfg, s.rng)
                 s.state, s.samples, done = result.state, result.samples, step + 1
+                if s.ema is not None:
+                    update_ema(s.ema, s.modules[1], cfg.gen_ema)
                 mon.add(done, result.stats)
                 log_due, ckpt_due = _due(done, cfg.log_every, cfg.steps), _due(done, cfg.ckpt_every, cfg.steps)
                 if log_due or ckpt_due:

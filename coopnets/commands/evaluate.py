@@ -19,6 +19,15 @@ from ..errors import UserError
 METRICS = ("fid", "kid", "is", "parzen", "mnist-fid", "psnr", "ssim")  # = evaluation.METRICS
 
 
+def _has_ema(source) -> bool:
+    """Whether a run's checkpoint holds a moving average of the generator (--gen-ema)."""
+    from ..checkpoint import load_checkpoint
+    try:
+        return load_checkpoint(source).get("generator_ema") is not None
+    except UserError:  # samples that did not come from a checkpoint
+        return False
+
+
 def add_arguments(p) -> None:
     p.add_argument("source", help="run folder or checkpoint, folder/zip of images, or .npz/.npy of samples")
     p.add_argument("--metric", required=True, choices=METRICS)
@@ -38,6 +47,8 @@ def add_arguments(p) -> None:
                    help="which samples of a run to score (default revise)")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--device", default="auto")
+    p.add_argument("--live-generator", action="store_true",
+                   help="a --gen-ema run: score the trained generator, not its moving average")
     p.add_argument("--inception", help="Inception TorchScript file (default $COOPNETS_INCEPTION)")
     p.add_argument("--classifier", help="is: TorchScript classifier; mnist-fid: classifier weights")
     p.add_argument("--image-size", type=int, default=0, help="resize images read from disk to N x N")
@@ -114,7 +125,7 @@ def run(args) -> int:
         ref, validation = _check_run_against(args, size)  # before sampling 10,000 images
     x = load_samples(args.source, args.num_samples, mode=args.mode, seed=args.seed,
                      batch_size=args.batch_size, device=device,
-                     read=ImageSource(key=args.source_key, **size))
+                     read=ImageSource(key=args.source_key, **size), ema=not args.live_generator)
     result = evaluate(
         x, args.metric, ref, validation=validation,
         ref_read=ImageSource(args.ref_subset, args.ref_key, **size),
@@ -129,6 +140,8 @@ def run(args) -> int:
               "ref_subset": args.ref_subset or None, "ref_key": args.ref_key or None,
               "validation": str(Path(args.validation).resolve()) if args.validation else None,
               "num_samples": len(x), "seed": args.seed, "mode": args.mode if run_source else None,
+              "generator": ("live" if args.live_generator else "ema")
+              if run_source and _has_ema(args.source) else None,
               "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "seconds": round(time.time() - t0, 2), "commit": git_commit()}
     record = {k: _json_safe(v) for k, v in record.items()}

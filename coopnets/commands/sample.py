@@ -25,6 +25,8 @@ def add_arguments(p) -> None:
     p.add_argument("--format", default=None, help=" | ".join(FORMATS) + " (default: from --out)")
     p.add_argument("--nrow", type=int, default=None, help="images per grid row")
     p.add_argument("--device", default="auto")
+    p.add_argument("--live-generator", action="store_true",
+                   help="a --gen-ema run: sample the trained generator, not its moving average")
 
 
 def _format(out: str) -> str:
@@ -62,7 +64,7 @@ def run(args) -> int:
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     x = generate(args.run, args.num, args.mode, args.seed, args.batch_size, args.device,
-                 args.des_steps, args.size, frames=args.frames)
+                 args.des_steps, args.size, frames=args.frames, ema=not args.live_generator)
     video = x.dim() == 5
     if video and fmt in ("grid", "png") and args.out is None:  # a video run's default: a GIF
         out, fmt = str(Path(out).with_suffix(".gif")), "gif"
