@@ -48,11 +48,13 @@ MODELS = {  # name -> (preset, overrides)
     "wgcn": ("wgcn-mnist-cpu", {}),
     "wgcn-semi": ("wgcn-mnist-cpu", {"jko_prox": "semi-implicit"}),
     "ggcn": ("ggcn-mnist-cpu", {}),
+    "ggcn-literal": ("ggcn-mnist-cpu", {"ggcn_infer_steps": 0}),  # ggcn.md §4.5 as written
     "frame": ("wframe-mnist-cpu", {"jko_prox": "explicit"}),  # = frame-mnist-cpu, bit for bit
     "wframe": ("wframe-mnist-cpu", {}),
 }
 LABELS = {"gcn": "GCN (Langevin, Alg. D)", "wgcn": "wGCN (JKO, K_in 3)",
-          "wgcn-semi": "wGCN (semi-implicit)", "ggcn": "GGCN (hidden JKO, amortized)",
+          "wgcn-semi": "wGCN (semi-implicit)", "ggcn": "GGCN (hidden JKO, amortized, g fits data)",
+          "ggcn-literal": "GGCN, ggcn.md literal (g learns from chains only)",
           "frame": "FRAME (frozen filters)", "wframe": "wFRAME (frozen, JKO)"}
 SIGMAS = np.logspace(-1, 0, 21)
 
