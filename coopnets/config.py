@@ -272,7 +272,10 @@ PRESETS: dict[str, dict] = {
     # hidden reference N(0, I) has energy ~d/2, not the ~10⁵ of N(0, s²I) on pixels, so f must
     # stay small: with the CoopNets des_lr 0.01, f reached 6·10⁵ in 5 steps and the z chains
     # flew off (move > 100 at step 10); des_lr 2e-5 (s_z 0.2) kept the energy near d/2 in a
-    # 35-step probe. Not tuned further (docs/ggcn.md).
+    # 35-step probe. Not tuned further (docs/ggcn.md). The upsampler also fits the data
+    # (ggcn_infer_steps 10, Algorithm G): without it g never sees an image and the samples stay
+    # noise; with it, and the gap limit in hidden units, ggcn-mnist-cpu makes varied digits by
+    # step 300 (without the hidden-unit limit f ran away and the samples collapsed onto 7s and 1s).
     "ggcn-mnist": dict(_MNIST, **_GGCN, gen_steps=10, batch_size=100, num_chains=100, steps=25000),
     "ggcn-mnist-cpu": dict(_MNIST_CPU, **_GGCN, gen_steps=4, jko_inner_steps=2, gen_lr=5e-4),
     "ggcn-cifar10": dict(des_net="img32", gen_net="img32", **_GGCN,
