@@ -142,6 +142,8 @@ class Config:
         need(self.frame_stride >= 1, f"--frame-stride must be >= 1, got {self.frame_stride}")
         need(0 < self.lr_final <= 1, f"--lr-final must be in (0, 1], got {self.lr_final}")
         need(0 <= self.gen_ema < 1, f"--gen-ema must be in [0, 1) (e.g. 0.999), got {self.gen_ema}")
+        need(not self.gen_ema or self.algorithm in ("coop", "abp", "ggcn"),
+             f"--gen-ema averages a generator; --algorithm {self.algorithm} trains none")
         for name in ("des_beta1", "gen_beta1", "des_beta2", "gen_beta2"):
             need(0 <= getattr(self, name) < 1, f"--{_flag(name)} must be in [0, 1), got {getattr(self, name)}")
         return self

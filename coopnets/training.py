@@ -53,7 +53,6 @@ from .particle import revised as particle_samples
 from .seeding import ExampleRNG, generator, stream_seed, sub_seed
 
 CHAIN_ALGORITHMS = ("descriptor", "frame", "wframe", "wgcn")  # samples are the descriptor's chains
-EMA_ALGORITHMS = ("coop", "abp", "ggcn")  # the ones that train a generator (--gen-ema)
 MAX_MOVE = 100.0  # an RMS Langevin move of 100 per pixel (pixels in [-1, 1]) is divergence
 # A collapsed generator (measured with --gen-lr 100 and 1 on the smoke and mnist-cpu presets:
 # BatchNorm statistics 1e3..1e14, 100% of pixels at +-1, or every sample the same; healthy
@@ -209,7 +208,7 @@ def build_session(cfg: Config, images: torch.Tensor, device: torch.device) -> Se
     calib_z = torch.randn((max(4 * cfg.num_chains, 256), *latent_shape),
                           generator=generator(stream_seed(cfg.seed, "bn_calibration"))).to(device)
     rng = generator(cfg.seed * dist.world() + dist.rank(), device)
-    ema = copy.deepcopy(gen).requires_grad_(False) if cfg.gen_ema and cfg.algorithm in EMA_ALGORITHMS else None
+    ema = copy.deepcopy(gen).requires_grad_(False) if cfg.gen_ema else None  # --gen-ema
     return Session(cfg, device, nets, rng, state, fixed_z, calib_z, channels, size, frames=frames,
                    ema=ema)
 

@@ -68,3 +68,11 @@ def test_without_gen_ema_nothing_changes(smoke_run):
     torch.testing.assert_close(generate(smoke_run, 3, mode="gen", progress=False),
                                generate(smoke_run, 3, mode="gen", progress=False, ema=False),
                                atol=0, rtol=0)
+
+
+def test_gen_ema_is_refused_where_no_generator_is_trained(capsys):
+    from coopnets.commands import main
+    assert main(["train", "--preset", "smoke", "--algorithm", "descriptor", "--gen-ema", "0.9"]) == 2
+    assert "trains none" in capsys.readouterr().err
+    assert main(["train", "--preset", "smoke", "--gen-ema", "1"]) == 2
+    assert "[0, 1)" in capsys.readouterr().err
