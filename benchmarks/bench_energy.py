@@ -198,8 +198,11 @@ def sweep(args) -> None:
           "check (NaN/inf, or a chain move above 100 per pixel)")
     print("| δ | τ/s² | model | stopped at | max chain move | max abs energy | median W2 step | s/step |")
     print("|---|---|---|---|---|---|---|---|")
+    models = [m for m in args.models if not m.startswith("ggcn")]
+    if len(models) < len(args.models):  # its chains run in z with --gen-step-size, des_steps 0
+        print("(GGCN left out of the sweep: its chains run in the hidden space, not with δ)")
     for delta in args.step_sizes:
-        for m in args.models:
+        for m in models:
             cfg = make_cfg(args, m, args.sweep_steps, str(Path(args.outdir) / f"sweep-{delta:g}"),
                            des_step_size=delta, sample_every=0)
             run, stopped = train_one(cfg)

@@ -117,15 +117,14 @@ def train_or_last(cfg) -> Path:
         return find_run_dir(cfg)
 
 
-def score(run: Path, cfg, modes, args, test, valid) -> dict:
+def score(run: Path, cfg, ckpt, modes, args, test, valid) -> dict:
     from coopnets.images import to_unit
     from coopnets.metrics.mnist_classifier import mnist_fid
     from coopnets.metrics.parzen import parzen_score
     from coopnets.sampling import generate
-    from coopnets.checkpoint import load_checkpoint
     out = {}
     # a --gen-ema run: its moving average (what it samples with) and the trained generator
-    averaged = load_checkpoint(run).get("generator_ema") is not None and cfg.algorithm != "descriptor"
+    averaged = ckpt.get("generator_ema") is not None
     steps = args.des_steps if args.des_steps is not None else cfg.des_steps
     for mode in modes:
         for ema in ((True, False) if averaged else (True,)):
@@ -178,7 +177,7 @@ def main(argv=None) -> int:
         cfg, _, _, ckpt = load_run(run)
         algo = cfg.algorithm
         secs = training_seconds(run, upto=ckpt["step"])
-        res = score(run, cfg, MODES[algo], args, test, valid)
+        res = score(run, cfg, ckpt, MODES[algo], args, test, valid)
         results[a] = {"run": str(run), "step": ckpt["step"], "train_seconds": secs, "scores": res}
         for mode, r in res.items():
             paper = PAPER.get(mode.split(" ")[0].rstrip(",")) if algo == "coop" else None

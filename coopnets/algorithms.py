@@ -138,6 +138,15 @@ def _infer_z(gen, x, z, cfg, amp, rng, steps=None, step_size=None):
                     cfg.gen_step_size if step_size is None else step_size, cfg.gen_noise, rng)
 
 
+def infer_warm(nets, batch, state, cfg, amp, rng, steps=None, step_size=None):
+    """G1 warm-started: each observed example's latent in ``state["latents"]`` (one per
+    training example) moved by l_G posterior Langevin steps, stored back, and returned."""
+    latents = state["latents"]
+    z = _infer_z(nets.gen, batch.x, latents[batch.index], cfg, amp, rng, steps, step_size)
+    latents[batch.index] = z
+    return z
+
+
 def _update_generator(opt, target, g, residual_std) -> torch.Tensor:
     """G2: α ← α − lr · ∂/∂α mean ||target − g(z)||² / (2σ²). Returns the loss."""
     loss = generator_loss(target, g, residual_std)
@@ -175,15 +184,12 @@ def abp_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> StepResult
     """Algorithm G (alternating back-propagation). ``state["latents"]`` holds one latent per
     training example (warm starts), updated in place at ``batch.index``."""
     amp = amp_context(cfg, batch.x.device)
-    latents = state["latents"]
-    z = latents[batch.index].to(batch.x.device)
     # G1: l_G Langevin steps of z under the posterior p(z | x; α), warm-started.
-    z = _infer_z(nets.gen, batch.x, z, cfg, amp, rng)
+    z = infer_warm(nets, batch, state, cfg, amp, rng)
     # G2: α ← α − lr · ∂/∂α mean ||x_i − g(z_i)||² / (2σ²).
     with amp():
         g = nets.gen(z)
     loss = _update_generator(nets.opt_gen, batch.x, g, cfg.residual_std)
-    latents[batch.index] = z.to(latents.device)
     stats = {"gen_loss": loss, "z_norm": z.flatten(1).norm(dim=1).mean()}
     return StepResult(stats, state, {"z": z, "x_fit": g.detach().float()})
 

@@ -194,15 +194,23 @@ def load_run(run_or_ckpt, device="cpu", ema: bool = True):
     ``--gen-ema`` run; ``ema=False`` gives the trained weights instead."""
     ckpt = load_checkpoint(run_or_ckpt)
     where = find_checkpoint(run_or_ckpt)
+
+    def refuse(e):
+        line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return UserError(f"{where} does not describe coopnets networks this version builds: {line}")
     try:
         cfg = config_from_dict(ckpt["config"], saved=True)  # as the run computed
+    except (TypeError, KeyError, UserError) as e:  # unknown fields, wrong types
+        raise refuse(e) from None
+    if not ema and cfg.gen_ema and ckpt.get("generator_ema") is None:
+        raise UserError(f"{where} holds only the moving average of the generator (an export of a "
+                        "--gen-ema run); its trained weights are in the run's checkpoints")
+    try:
         des, gen = build_nets(cfg, ckpt["channels"])
         des.load_state_dict(ckpt["descriptor"])
         gen.load_state_dict(sampling_generator(ckpt, ema))
-    except (TypeError, KeyError, RuntimeError, UserError) as e:  # unknown fields, missing keys, other weights
-        line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{where} does not describe coopnets networks this version builds: "
-                        f"{line}") from None
+    except (TypeError, KeyError, RuntimeError, UserError) as e:  # missing keys, other weights
+        raise refuse(e) from None
     return cfg, des.to(device).eval(), gen.to(device).eval(), ckpt
 
 

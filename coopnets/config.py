@@ -66,8 +66,9 @@ class Config:
     gen_lr: float = 1e-4
     gen_beta1: float = 0.5
     gen_beta2: float = 0.999
-    # Keep an exponential moving average of the generator's weights, with this decay per step,
-    # beside the trained one; sampling, evaluation and export use it (0: off, the paper).
+    # Keep an exponential moving average of the generator's weights, with this decay per step
+    # (warmed up: min(D, (1 + t)/(10 + t)) at step t), beside the trained one; sampling,
+    # evaluation and export use it (0: off, the paper). Added to a run, it starts at resume.
     gen_ema: float = 0.0
     # wGCN / wFRAME / GGCN: the JKO particle step (coopnets/particle.py, docs/ggcn.md) ----------
     jko_prox: str = "iterative"  # iterative | semi-implicit | explicit (= the Langevin step)
@@ -79,6 +80,9 @@ class Config:
     # the chains' ends only, ggcn.md §4.5 read literally, which never shows g the data.
     ggcn_infer_steps: int = 10
     ggcn_infer_step: float = 0.1
+    # GGCN's --des-gap-limit counts per latent dimension in units of N(0, I) ("latent"), or per
+    # pixel in units of 1/s² as for the x-space models ("pixel": it never binds on GGCN's f)
+    ggcn_gap_units: str = "latent"
     # schedule ---------------------------------------------------------------------------
     batch_size: int = 100  # n observed examples per step (per process)
     num_chains: int = 144  # M synthesized examples per step (per process)
@@ -116,6 +120,8 @@ class Config:
                 need(self.algorithm != "ggcn" and name == "gen" or self.jko_inner_step < bound,
                      f"--jko-inner-step {self.jko_inner_step:g} diverges with --{name}-step-size "
                      f"{delta:g}: it must be below {bound:.3g}")
+        need(self.ggcn_gap_units in ("latent", "pixel"),
+             f"--ggcn-gap-units must be latent or pixel, got {self.ggcn_gap_units!r}")
         need(self.ggcn_infer_steps >= 0 and self.ggcn_infer_step > 0,
              "--ggcn-infer-steps must be >= 0 and --ggcn-infer-step positive")
         need(self.algorithm != "ggcn" or self.gen_steps > 0,
@@ -152,7 +158,7 @@ class Config:
 # Fields that do not change what a run computes: a changed value still resumes the run.
 RESUME_IGNORES = {"steps", "log_every", "sample_every", "ckpt_every", "snapshot_every",
                   "progress", "device", "outdir", "channels_last", "compile", "cuda_graphs",
-                  "tf32"}
+                  "tf32", "gen_ema"}  # the average is kept beside training; it changes none of it
 
 _CPU = dict(device="auto", log_every=5, sample_every=50, ckpt_every=50)
 
@@ -324,7 +330,7 @@ RENAMED = {"des_refsig": "ref_std", "gen_refsig": "residual_std"}
 
 # Fields whose value for a run saved before they existed is not today's default: such a run
 # computed without them, so it resumes, loads and exports as it ran.
-BEFORE_FIELD = {"des_gap_limit": 0.0, "ggcn_infer_steps": 0}
+BEFORE_FIELD = {"des_gap_limit": 0.0, "ggcn_infer_steps": 0, "ggcn_gap_units": "pixel"}
 
 
 def migrate(values: dict, saved: bool = False) -> dict:

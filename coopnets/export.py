@@ -81,6 +81,9 @@ def model_card(ckpt: dict, src: Path, out: Path) -> str:
              f"- algorithm: `{cfg.get('algorithm')}`",
              f"- steps trained: {ckpt['step']} (of {cfg.get('steps')} configured)",
              f"- images: {ckpt['channels']} channel(s), {ckpt['image_size']}x{ckpt['image_size']}",
+             *([f"- generator: the moving average of its weights (`--gen-ema {cfg['gen_ema']}`), "
+                "which the run samples with; the trained weights stay in the run's checkpoints"]
+               if ckpt.get("generator_ema") is not None else []),
              ""]
     stats = [r for r in read_jsonl(src / "stats.jsonl") if r.get("step", 0) <= ckpt["step"]]
     if stats:  # the last line logged up to the exported step (a snapshot may be older)

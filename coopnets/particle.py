@@ -152,10 +152,13 @@ def revise_z(des, gen, z, cfg, rng, amp=None):
                rng, ref_std=1.0, **_jko_kw(cfg))
 
 
-def hidden_gap_limit(cfg, z: torch.Tensor) -> float:
+def hidden_gap_limit(cfg, z: torch.Tensor, x: torch.Tensor) -> float:
     """GGCN's bound on f(data) − f(syn): ``cfg.des_gap_limit`` per latent dimension, in units of
-    the hidden reference N(0, I) (the x-space limit, per pixel in units of 1/s², is ~10⁵ at
-    s = 0.016 and never binds on energies of the hidden model's scale, ~d/2)."""
+    the hidden reference N(0, I) (ggcn_gap_units "latent"). The x-space limit ("pixel", per pixel
+    in units of 1/s², how GGCN runs before it computed) is ~10⁵ at s = 0.016 and never binds on
+    energies of the hidden model's scale, ~d/2."""
+    if cfg.ggcn_gap_units == "pixel":
+        return gap_limit(cfg, x)
     return cfg.des_gap_limit * z[0].numel()
 
 
@@ -212,17 +215,15 @@ def ggcn_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> StepResul
     # 4. θ: f learns from the chains' samples as negatives (exact for the image-space model),
     # its gap bounded in the units of the space the chains run in (hidden_gap_limit).
     loss, f_obs, f_syn = update_descriptor(nets.des, nets.opt_des, batch.x, x_syn, amp,
-                                           hidden_gap_limit(cfg, z0))
+                                           hidden_gap_limit(cfg, z0, batch.x))
     # 5. α (amortization): g(z⁰) regresses on where the chains ended, sg(x̃).
     # 6. α (the base q = g#N(0, I) fits the data; ggcn_infer_steps > 0): Algorithm G's inference
     # of each observed example's z, warm-started from its last one; g(z) regresses on the example.
     # One generator pass for both (one forward per backward under DDP).
     z_obs, stats = None, {}
     if cfg.ggcn_infer_steps:
-        latents = state["latents"]
-        z_obs = _infer_z(nets.gen, batch.x, latents[batch.index].to(batch.x.device), cfg, amp,
-                         rng, cfg.ggcn_infer_steps, cfg.ggcn_infer_step)
-        latents[batch.index] = z_obs.to(latents.device)
+        z_obs = infer_warm(nets, batch, state, cfg, amp, rng, cfg.ggcn_infer_steps,
+                           cfg.ggcn_infer_step)
     with amp():
         out = nets.gen(z0 if z_obs is None else torch.cat([z0, z_obs]))
     x_amortized = out[: len(z0)]
@@ -272,6 +273,6 @@ def sample_batch(des, gen, indices, *, mode, seed, cfg, latent_shape, image_shap
 
 # Imported last: algorithms.py registers wgcn_step and ggcn_step in STEPS by importing this
 # module, so either module may be imported first.
-from .algorithms import (Batch, Nets, StepResult, _infer_z, _rms_move, amp_context,  # noqa: E402
-                         descriptor_chain_start, gap_limit, generator_loss, unwrap,
-                         update_descriptor)
+from .algorithms import (Batch, Nets, StepResult, _rms_move, amp_context,  # noqa: E402
+                         descriptor_chain_start, gap_limit, generator_loss, infer_warm,
+                         unwrap, update_descriptor)

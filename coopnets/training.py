@@ -67,7 +67,8 @@ ALIKE_SATURATION = 0.5  # ... at least this fraction is saturated (a young textu
 # ---- logs --------------------------------------------------------------------
 def check_space(s: "Session", folder: Path) -> None:
     """A checkpoint needs about its size twice over (the temp file beside the old one)."""
-    need = 2 * sum(t.numel() * t.element_size() for m in s.modules for t in m.state_dict().values()) * 3
+    nets = [*s.modules, *([s.ema] if s.ema is not None else [])]
+    need = 2 * sum(t.numel() * t.element_size() for m in nets for t in m.state_dict().values()) * 3
     free = shutil.disk_usage(_existing(folder)).free
     if free < need:
         raise UserError(f"cannot write {folder}: no space left on device for checkpoints "
@@ -202,7 +203,8 @@ def build_session(cfg: Config, images: torch.Tensor, device: torch.device) -> Se
     if cfg.algorithm == "abp" or (cfg.algorithm == "ggcn" and cfg.ggcn_infer_steps):
         # one persistent latent per training example (Algorithm G's warm starts)
         state["latents"] = torch.randn((len(images), *latent_shape),
-                                       generator=generator(stream_seed(cfg.seed, "abp_latents")))
+                                       generator=generator(stream_seed(cfg.seed, "abp_latents"))
+                                       ).to(device)  # on the device: no copy to the host per step
     fixed_z = torch.randn((cfg.grid_size, *latent_shape),
                           generator=generator(stream_seed(cfg.seed, "fixed_latents"))).to(device)
     calib_z = torch.randn((max(4 * cfg.num_chains, 256), *latent_shape),
@@ -211,6 +213,12 @@ def build_session(cfg: Config, images: torch.Tensor, device: torch.device) -> Se
     ema = copy.deepcopy(gen).requires_grad_(False) if cfg.gen_ema else None  # --gen-ema
     return Session(cfg, device, nets, rng, state, fixed_z, calib_z, channels, size, frames=frames,
                    ema=ema)
+
+
+def ema_decay(decay: float, step: int) -> float:
+    """The moving average's decay at 0-based step ``step``: ``decay``, warmed up as
+    min(decay, (1 + t)/(10 + t)) so that the random initial weights are soon forgotten."""
+    return min(decay, (1.0 + step) / (10.0 + step))
 
 
 @torch.no_grad()
@@ -252,8 +260,7 @@ def restore(s: Session, ckpt: dict) -> str:
         line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"the checkpoint does not fit this configuration's networks ({line}); "
                         "start a new run with --new-run") from None
-    s.state = {k: (v.to(s.device) if k == "chains" and v is not None else v)
-               for k, v in ckpt["state"].items()}
+    s.state = {k: (v.to(s.device) if v is not None else None) for k, v in ckpt["state"].items()}
     rank, saved_on = dist.rank(), ckpt.get("rng_device", "cpu")
     if rank >= len(ckpt["rng"]):  # a run resumed on more processes seeds the new ones fresh
         return ""
@@ -673,7 +680,7 @@ def train(cfg: Config, run_dir: str | Path | None = None, new_run: bool = False)
                 result = step_fn(nets, batch, s.state, cfg, s.rng)
                 s.state, s.samples, done = result.state, result.samples, step + 1
                 if s.ema is not None:
-                    update_ema(s.ema, s.modules[1], cfg.gen_ema)
+                    update_ema(s.ema, s.modules[1], ema_decay(cfg.gen_ema, step))
                 mon.add(done, result.stats)
                 log_due, ckpt_due = _due(done, cfg.log_every, cfg.steps), _due(done, cfg.ckpt_every, cfg.steps)
                 if log_due or ckpt_due:

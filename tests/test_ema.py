@@ -8,7 +8,7 @@ from torch import nn
 from coopnets.checkpoint import load_checkpoint, load_run
 from coopnets.config import resolve
 from coopnets.sampling import generate
-from coopnets.training import train, update_ema
+from coopnets.training import ema_decay, train, update_ema
 
 
 def test_update_ema_is_the_geometric_average():
@@ -20,6 +20,12 @@ def test_update_ema_is_the_geometric_average():
         update_ema(ema, gen, 0.9)
     for e, start, p in zip(ema.parameters(), e0, gen.parameters()):
         torch.testing.assert_close(e, p + 0.9 ** 5 * (start - p))
+
+
+def test_the_decay_warms_up_then_holds():
+    assert ema_decay(0.999, 0) == 0.1  # the first update keeps 10 % of the initial weights
+    assert ema_decay(0.999, 90) == 0.91
+    assert ema_decay(0.999, 10 ** 6) == 0.999
 
 
 def _cfg(data, outdir, **kw):
@@ -62,12 +68,49 @@ def test_export_carries_the_average(smoke_data, tmp_path):
                                atol=0, rtol=0)
 
 
-def test_without_gen_ema_nothing_changes(smoke_run):
+def test_without_gen_ema_the_trained_generator_is_sampled(smoke_run):
     ckpt = load_checkpoint(smoke_run)
     assert ckpt["generator_ema"] is None
-    torch.testing.assert_close(generate(smoke_run, 3, mode="gen", progress=False),
-                               generate(smoke_run, 3, mode="gen", progress=False, ema=False),
-                               atol=0, rtol=0)
+    _, _, gen, _ = load_run(smoke_run)
+    for name, value in gen.state_dict().items():
+        assert torch.equal(value, ckpt["generator"][name])
+
+
+def test_the_average_carries_its_own_batchnorm_statistics(smoke_data, tmp_path):
+    """Checkpoints recalibrate the average's BatchNorm on the calibration latents, as they do
+    the trained generator's (its running statistics are not the trained one's)."""
+    from coopnets.models import recalibrate_batchnorm
+    from coopnets.seeding import generator, stream_seed
+    run = train(_cfg(smoke_data, tmp_path / "runs", steps=3))
+    cfg, _, gen, ckpt = load_run(run)
+    stats = {k: v for k, v in ckpt["generator_ema"].items() if "running" in k}
+    assert stats
+    calib = torch.randn((max(4 * cfg.num_chains, 256), *gen.latent_shape(28)),
+                        generator=generator(stream_seed(cfg.seed, "bn_calibration")))
+    recalibrate_batchnorm(gen, calib, cfg.num_chains)
+    for k, v in stats.items():
+        torch.testing.assert_close(gen.state_dict()[k], v)
+        assert not torch.equal(v, ckpt["generator"][k]), k
+
+
+def test_gen_ema_can_be_added_to_a_run_and_exports_refuse_the_trained_weights(smoke_data, tmp_path):
+    from coopnets.errors import UserError
+    from coopnets.export import export_run
+    plain = dict(data=str(smoke_data), outdir=str(tmp_path / "runs"), progress=False)
+    run = train(resolve("smoke", steps=2, **plain))
+    before = load_checkpoint(run)["generator"]
+    train(resolve("smoke", steps=3, gen_ema=0.999, **plain))  # resumes: the average starts now
+    ckpt = load_checkpoint(run)
+    assert ckpt["step"] == 3 and ckpt["generator_ema"] is not None
+    out = export_run(run, tmp_path / "export")
+    assert "moving average" in (out / "README.md").read_text()
+    try:
+        load_run(out, ema=False)
+    except UserError as e:
+        assert "only the moving average" in str(e)
+    else:
+        raise AssertionError("an export's missing trained weights were not refused")
+    assert any(not torch.equal(before[k], ckpt["generator_ema"][k]) for k in before)
 
 
 def test_gen_ema_is_refused_where_no_generator_is_trained(capsys):

@@ -215,9 +215,28 @@ def test_bench_energy_end_to_end(digits_npz, tmp_path, capsys):
     out = capsys.readouterr().out
     assert (tmp_path / "energy-curves.png").stat().st_size > 1000
     for label in ("| GCN (Langevin, Alg. D) | 3 |", "| wGCN (JKO, K_in 3) | 3 |",
-                  "| GGCN (hidden JKO, amortized) | revise | 3 |"):
+                  "| GGCN (hidden JKO, amortized, g fits data) | revise | 3 |"):
         assert label in out
     assert bench_energy.blow_up({"energy": [1.0] * 20 + [5.0, 500.0], "step": list(range(22))}) == 21
+
+
+def test_bench_energy_sweep_stops_langevin_past_two_s_and_not_the_prox(digits_npz, tmp_path, capsys):
+    """δ = 0.05 > 2s (s = 0.016): the explicit step amplifies the reference term by |1 − τ/s²|
+    = 3.9 per step and the loop stops it; the proximal step contracts it and runs on."""
+    import sys
+
+    from conftest import REPO
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import bench_energy
+    rc = bench_energy.main([
+        "--data", str(digits_npz), "--set", "subset=0:16", "des_width=4", "z_dim=8",
+        "batch_size=4", "num_chains=4", "--models", "gcn", "wgcn-semi", "ggcn",
+        "--step-sizes", "0.05", "--sweep-steps", "3", "--outdir", str(tmp_path / "runs")])
+    assert rc == 0
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| 0.05 |")]
+    assert len(rows) == 2  # GGCN is left out: its chains do not use δ
+    assert "| GCN (Langevin, Alg. D) | step 1 |" in rows[0]
+    assert "| wGCN (semi-implicit) | no |" in rows[1]
 
 
 def test_bench_energy_jumpiness_is_zero_for_flat_and_large_for_jumps():
@@ -269,14 +288,13 @@ def test_ggcn_upsampler_learns_the_data_only_when_it_fits_it():
 def _ggcn_gaps(data, out, **kw):
     """GGCN's f(data) − f(syn) in units of its default limit (0.1 per latent dimension), over
     60 smoke steps whose chains cannot follow f (one tiny hidden step, a frozen upsampler)."""
-    from coopnets.particle import hidden_gap_limit
     from coopnets.training import train
     cfg = resolve("smoke", algorithm="ggcn", data=str(data), outdir=str(out), steps=60,
                   gen_norm="none", des_steps=0, gen_steps=1, gen_step_size=1e-3, gen_lr=1e-8,
                   ggcn_infer_steps=0, des_lr=0.01, log_every=1, sample_every=0, ckpt_every=0,
                   progress=False, **kw)
     run = train(cfg, new_run=True)
-    limit = hidden_gap_limit(resolve("smoke"), torch.zeros(1, cfg.z_dim))
+    limit = 0.1 * cfg.z_dim  # the default: 0.1 per latent dimension
     return [json.loads(line)["f_gap"] / limit for line in open(run / "stats.jsonl")]
 
 
@@ -288,3 +306,17 @@ def test_ggcn_gap_limit_is_in_hidden_units_and_holds(digits_npz, tmp_path):
     assert paper[-1] > 1e4 and paper[-1] > paper[30] > paper[10]  # a runaway, still growing
     assert max(abs(g) for g in default[10:]) < 5  # bounded (measured: 3 G at most)
     assert 0.5 < sum(default[30:]) / len(default[30:]) < 1.5  # and held at G on average
+
+
+def test_a_ggcn_run_saved_before_the_hidden_limit_keeps_its_loss():
+    """Runs saved before ggcn_infer_steps and ggcn_gap_units existed computed with neither."""
+    from coopnets.checkpoint import config_dict
+    from coopnets.config import config_from_dict
+    from coopnets.particle import hidden_gap_limit
+    old = {k: v for k, v in config_dict(resolve("ggcn-mnist-cpu")).items()
+           if k not in ("ggcn_infer_steps", "ggcn_infer_step", "ggcn_gap_units")}
+    cfg = config_from_dict(old, saved=True)
+    assert cfg.ggcn_infer_steps == 0 and cfg.ggcn_gap_units == "pixel"
+    x, z = torch.zeros(2, 1, 28, 28), torch.zeros(2, 100)
+    assert hidden_gap_limit(cfg, z, x) == pytest.approx(0.1 * 784 / 0.016 ** 2)
+    assert hidden_gap_limit(resolve("ggcn-mnist-cpu"), z, x) == pytest.approx(10.0)

@@ -50,6 +50,8 @@ def add_arguments(p) -> None:
     p.add_argument("--center-crop", action="store_true", help="centre-crop inputs before resizing")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--device", default="auto")
+    p.add_argument("--live-generator", action="store_true",
+                   help="a --gen-ema run: use the trained generator, not its moving average")
 
 
 def run(args) -> int:
@@ -60,7 +62,7 @@ def run(args) -> int:
     if args.num < 0 or args.batch_size <= 0 or args.frames < 0:
         raise UserError("--num and --frames must be >= 0 and --batch-size positive")
     device = pick_device(args.device)
-    cfg, des, gen, ckpt = load_run(args.run, device)
+    cfg, des, gen, ckpt = load_run(args.run, device, ema=not args.live_generator)
     size, channels, video = ckpt["image_size"], ckpt["channels"], bool(ckpt.get("frames"))
     images = _load(args, cfg, size, channels, video)  # (N, C, [T,] size, size) uint8
     if args.num:

@@ -20,10 +20,10 @@ METRICS = ("fid", "kid", "is", "parzen", "mnist-fid", "psnr", "ssim")  # = evalu
 
 
 def _has_ema(source) -> bool:
-    """Whether a run's checkpoint holds a moving average of the generator (--gen-ema)."""
+    """Whether a run (or its export) samples with a moving average of the generator (--gen-ema)."""
     from ..checkpoint import load_checkpoint
     try:
-        return load_checkpoint(source).get("generator_ema") is not None
+        return bool(load_checkpoint(source)["config"].get("gen_ema"))
     except UserError:  # samples that did not come from a checkpoint
         return False
 

@@ -25,6 +25,8 @@ def add_arguments(p) -> None:
     p.add_argument("--restarts", type=int, default=4, help="--between: random starts of z")
     p.add_argument("--center-crop", action="store_true", help="--between: centre-crop the images")
     p.add_argument("--device", default="auto")
+    p.add_argument("--live-generator", action="store_true",
+                   help="a --gen-ema run: use the trained generator, not its moving average")
 
 
 def run(args) -> int:
@@ -38,7 +40,7 @@ def run(args) -> int:
     if args.rows < 1:
         raise UserError(f"--rows must be positive, got {args.rows}")
     device = pick_device(args.device)
-    cfg, des, gen, ckpt = load_run(args.run, device)
+    cfg, des, gen, ckpt = load_run(args.run, device, ema=not args.live_generator)
     if ckpt.get("frames"):
         raise UserError("coopnets interpolate takes image runs; this is a video run (sample it with "
                         "coopnets sample RUN --out video.gif)")
