@@ -8,6 +8,7 @@ from coopnets.algorithms import (Batch, Nets, abp_step, coop_step, descriptor_lo
 from coopnets.config import resolve
 from coopnets.models import (DESCRIPTORS, GENERATORS, VideoDescriptorSpec, build_descriptor,
                              build_generator)
+from coopnets.models.image import GeneratorSpec
 
 
 def example_shape(name, size):
@@ -49,6 +50,7 @@ def test_descriptor_input_gradient_is_per_example(name):
 @pytest.mark.parametrize("name", sorted(GENERATORS))
 def test_generator_shapes_and_range(name):
     gen = build_generator(name, 3, 4, 8, "batch").eval()
+    name = name if name in DESCRIPTORS else "texture"  # texture-k4 pairs with a texture descriptor
     size = DESCRIPTORS[name].size or 32
     shape = example_shape(name, size)
     x = gen(torch.randn(2, *gen.latent_shape(size, *shape[1:-2])))
@@ -62,6 +64,38 @@ def test_texture_nets_work_at_twice_the_size():
     gen, des = build_generator("texture", 3, 4, 8, "none"), build_descriptor("texture", 3, 4)
     z = torch.randn(1, *gen.latent_shape(64))
     assert gen(z).shape[-1] == 64 and des(gen(z)).shape == (1,)
+
+
+@pytest.mark.parametrize("kernel", [3, 4, 5, 6])
+def test_generator_layers_double_the_size_exactly_and_only_even_kernels_cover_evenly(kernel):
+    """A stride-2 transposed convolution of all-ones weights on an all-ones input counts the taps
+    each output pixel receives: the same count everywhere inside for an even kernel, alternating
+    counts (a checkerboard) for an odd one."""
+    gen = GeneratorSpec(widths=(), kernel=kernel).build(1, 1, 1, "none")
+    layer = gen.net[0]
+    torch.nn.init.ones_(layer.weight)
+    torch.nn.init.zeros_(layer.bias)
+    with torch.no_grad():
+        taps = layer(torch.ones(1, 1, 8, 8))[0, 0]
+    assert taps.shape == (16, 16)
+    inside = taps[kernel:-kernel, kernel:-kernel].unique()
+    assert (len(inside) == 1) == (kernel % 2 == 0)
+
+
+def receptive_field(des, size=160):
+    """Width in pixels of the input that one central top-layer output of a stationary net sees."""
+    x = torch.zeros(1, 1, size, size, requires_grad=True)
+    top = des.top(des.body(x))
+    c = top.shape[-1] // 2
+    (g,) = torch.autograd.grad(top[0, :, c, c].sum(), x)
+    cols = g[0, 0].abs().sum(0).nonzero()
+    return int(cols.max() - cols.min() + 1)
+
+
+def test_texture_descriptors_see_17_and_65_pixels():
+    torch.manual_seed(0)
+    assert receptive_field(build_descriptor("texture", 1, 4)) == 17
+    assert receptive_field(build_descriptor("texture-deep", 1, 4)) == 65
 
 
 def test_texture_descriptor_is_translation_invariant():

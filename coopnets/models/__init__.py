@@ -22,6 +22,10 @@ ARCH_VERSION = 2
 DESCRIPTORS = {
     # Exp 1 textures: stationary; f sums the top responses over positions, any input size.
     "texture": DescriptorSpec(convs=((1, 5, 2), (2, 3, 2)), top=100, stationary=True),
+    # Its receptive field is 17 pixels, under one brick (25 pixels long at 128x128); two more
+    # stride-2 layers see 65 pixels, so f can count the joints of a course (texture-cpu).
+    "texture-deep": DescriptorSpec(convs=((1, 5, 2), (2, 3, 2), (4, 3, 2), (4, 3, 2)), top=100,
+                                   stationary=True),
     # Exp 4 MNIST 28x28: 28 -> 14 -> 7 -> 7, fc 100.
     "mnist": DescriptorSpec(convs=((1, 5, 2), (2, 3, 2), (4, 3, 1)), top=100, size=28),
     # Exp 5 CIFAR-10 32x32: 32 -> 16 -> 8 -> 4 -> 2, fc 100.
@@ -49,6 +53,9 @@ DESCRIPTORS = {
 GENERATORS = {
     # latent (d, h, w) -> (C, 16h, 16w): synthesizes any size, e.g. twice the training image.
     "texture": GeneratorSpec(widths=(4, 2, 1)),
+    # Kernel 4 at stride 2 gives every output pixel the same number of taps; kernel 5 gives
+    # alternate pixels 3 and 2, a checkerboard that a stationary latent repeats as a cell.
+    "texture-k4": GeneratorSpec(widths=(4, 2, 1), kernel=4),
     "mnist": GeneratorSpec(widths=(4, 2), start=7),  # 7 -> 14 -> 28
     "img32": GeneratorSpec(widths=(8, 4, 2, 1), start=2),  # 2 -> 4 -> 8 -> 16 -> 32
     "img64": GeneratorSpec(widths=(8, 4, 2, 1), start=4),  # 4 -> 8 -> 16 -> 32 -> 64

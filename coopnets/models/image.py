@@ -84,8 +84,9 @@ class Generator(nn.Module):
                     nn.LeakyReLU(0.2)]
 
         def up(c_in, c_out):
-            k = spec.kernel
-            return nn.ConvTranspose2d(c_in, c_out, k, 2, k // 2, output_padding=1)
+            k = spec.kernel  # padding so that the output is exactly twice the input
+            pad = (k - 1) // 2
+            return nn.ConvTranspose2d(c_in, c_out, k, 2, pad, output_padding=2 - k + 2 * pad)
 
         widths = [m * width for m in spec.widths]
         if spec.start:
