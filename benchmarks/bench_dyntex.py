@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import REPO, code_version, shared_data, training_seconds
+from common import REPO, code_version, config_overrides, shared_data, training_seconds
 
 CLIPS = {  # name -> file in ../shared/data/dynamic_textures
     "boiling_water": "boiling_water_55fa210.avi", "fire": "fire_fire.avi",
@@ -56,6 +56,8 @@ def parse_args(argv=None):
     p.add_argument("--lds-states", type=int, default=20)
     p.add_argument("--outdir", default=str(REPO / "runs"), help="where the run folders go")
     p.add_argument("--out", default=str(REPO / "docs" / "dyntex"), help="GIFs, strips, table5.json")
+    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                   help="config overrides on top of the preset, e.g. des_noise=false")
     p.add_argument("--progress", action="store_true")
     return p.parse_args(argv)
 
@@ -75,6 +77,7 @@ def run_clip(name: str, path: Path, args) -> dict:
     from coopnets.video import load_videos, save_gif, save_strip
     observed = load_videos(path, frames=args.frames, image_size=args.size, center_crop=True)[0]
     over = {"steps": args.steps} if args.steps else {}
+    over.update(config_overrides(args.set))
     cfg = coopnets.resolve(args.preset, data=str(path), frames=args.frames, image_size=args.size,
                            outdir=args.outdir, progress=args.progress, **over)
     t0 = time.perf_counter()

@@ -24,10 +24,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import coopnets.training as training  # noqa: E402
-from coopnets.config import Config, parse_value, resolve  # noqa: E402
+from coopnets.config import resolve  # noqa: E402
 from coopnets.errors import TrainingDiverged  # noqa: E402
-
-FIELDS = {f.name: f for f in Config.__dataclass_fields__.values()}
+from common import config_overrides  # noqa: E402
 
 
 def paper_init(build):
@@ -44,13 +43,9 @@ def paper_init(build):
 
 
 def one(preset, data, steps, overrides: str, outdir: Path) -> dict:
-    kw, init = {}, "torch"
-    for item in overrides.split():
-        key, value = item.split("=", 1)
-        if key == "init":
-            init = value
-        else:
-            kw[key] = parse_value(FIELDS[key], value)
+    items = overrides.split()
+    init = next((i.split("=", 1)[1] for i in items if i.startswith("init=")), "torch")
+    kw = config_overrides([i for i in items if not i.startswith("init=")])
     cfg = resolve(preset, data=data, steps=steps, outdir=str(outdir), progress=False, **kw)
     build = training.build_nets
     training.build_nets = paper_init(build) if init == "paper" else build

@@ -35,6 +35,22 @@ def code_version() -> str:
     return head + ("+dirty" if dirty else "")
 
 
+def config_overrides(items) -> dict:
+    """``["FIELD=VALUE", ...]`` (a bench's ``--set``) as typed config overrides."""
+    import dataclasses
+
+    from coopnets.config import Config, parse_value
+    from coopnets.errors import UserError
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    out = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or key not in fields:
+            raise UserError(f"--set takes FIELD=VALUE with a config field, got {item!r}")
+        out[key] = parse_value(fields[key], value)
+    return out
+
+
 def training_seconds(run: Path, upto: int | None = None) -> float:
     """Training wall-clock of a run (folder, or a checkpoint file in it) from its stats.jsonl:
     each logged s/it times the steps since the previous record, up to step ``upto``

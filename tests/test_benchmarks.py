@@ -115,3 +115,13 @@ def test_bench_step_prints_eager_and_fast_side_by_side(capsys):
     assert [r[1] for r in rows] == ["eager", "compile"]
     assert rows[0][6] == "1.00x" and rows[1][6].endswith("x")
     assert float(rows[1][5]) > 0 and "vs port" in out
+
+
+def test_bench_overrides_are_typed_and_unknown_fields_refused():
+    from common import config_overrides
+    from coopnets.errors import UserError
+    assert config_overrides(["des_noise=false", "steps=3", "des_step_size=0.04"]) == {
+        "des_noise": False, "steps": 3, "des_step_size": 0.04}
+    for bad in ("des_noise", "no_such_field=1", "steps=three"):
+        with pytest.raises(UserError):
+            config_overrides([bad])
