@@ -180,7 +180,7 @@ PRESETS: dict[str, dict] = {
     # (the paper's 17 are under one brick), kernel-4 transposed convolutions (kernel 5 left a
     # periodic cell), and revision without the Langevin noise: with it the descriptor told
     # data from samples by that noise alone (f(data + noise) 20,000 under f(data)), the gap sat
-    # at its limit and the samples stayed a grid; without it the gap is a tenth of the limit.
+    # at its limit and the samples stayed a grid; without it the gap is 1-3 % of the limit.
     "texture-cpu": dict(data_kind="texture", image_size=128, crop_size=64, des_net="texture-deep",
                         gen_net="texture-k4", des_width=24, gen_width=24, z_dim=32,
                         gen_norm="none", batch_size=4, num_chains=16, des_steps=15,
