@@ -10,7 +10,10 @@ import hashlib
 import json
 import os
 import re
+import sys
 from pathlib import Path
+
+from . import distributed as dist
 
 from .checkpoint import LATEST, config_dict, load_checkpoint
 from .config import BEFORE_FIELD, Config, describe_differences, differences
@@ -119,7 +122,7 @@ def find_run_dir(cfg: Config, new_run: bool = False, data_id: dict | None = None
         data_id = data_id or data_identity(cfg.data)
         if data_id["fingerprint"]:
             cfg = dataclasses.replace(cfg, data=data_id["path"])
-        near = None
+        near = other = None
         for p in runs:
             try:
                 got = _saved_run(p)
@@ -132,10 +135,23 @@ def find_run_dir(cfg: Config, new_run: bool = False, data_id: dict | None = None
                 return p
             if near is None and (content or diffs == ["steps"]):
                 near = (p, diffs, content, saved)
+            if (other is None and not content and "data" not in diffs
+                    and saved.get("preset") == cfg.preset):
+                other = (p, diffs, saved)
         if near:
             raise UserError(_refusal(*near, cfg, "add --new-run to start a new run"))
     number = int(RUN_RE.match(runs[0].name).group(1)) + 1 if runs else 0
-    return out / f"{number:05d}-{run_name(cfg)}"
+    folder = out / f"{number:05d}-{run_name(cfg)}"
+    if not new_run and other and dist.is_main():  # e.g. a preset that changed since it ran
+        print(_another_configuration(*other, cfg, folder), file=sys.stderr)
+    return folder
+
+
+def _another_configuration(p: Path, diffs: list, saved: dict, cfg: Config, folder: Path) -> str:
+    flags = " ".join(f"--{k.replace('_', '-')} {json.dumps(saved[k])}" for k in diffs if k in saved)
+    return (f"note: {p} holds {cfg.preset or 'a run'} on these data with another configuration "
+            f"({describe_differences(saved, config_dict(cfg), diffs)}); it was left as it is and "
+            f"{folder.name} starts. To resume it instead, add {flags}")
 
 
 def check_run_dir(run_dir: Path, cfg: Config, data_id: dict, given: str) -> None:

@@ -70,6 +70,21 @@ def test_a_different_config_starts_a_new_numbered_run(tmp_path, digits_npz):
     assert a.name.startswith("00000-") and b.name.startswith("00001-")
 
 
+def test_a_new_run_beside_the_same_preset_with_other_settings_says_how_to_resume_it(
+        tmp_path, digits_npz, capsys):
+    """A preset that changed since a run began (or other flags) starts a new run; the note names
+    the run left behind and the flags that resume it, and those flags do resume it."""
+    a = train(cfg_for(digits_npz, tmp_path, steps=1, des_steps=3, des_noise=False))
+    capsys.readouterr()
+    b = train(cfg_for(digits_npz, tmp_path, steps=1))
+    note = capsys.readouterr().err
+    assert b != a and f"note: {a} holds smoke" in note
+    flags = note.split("add ")[-1].split()
+    assert flags == ["--des-steps", "3", "--des-noise", "false"]
+    again = train(cfg_for(digits_npz, tmp_path, steps=2, des_steps=3, des_noise=False))
+    assert again == a and "note:" not in capsys.readouterr().err
+
+
 def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path, digits_npz, monkeypatch):
     run = train(cfg_for(digits_npz, tmp_path, steps=2))
     real = train_mod.STEPS["coop"]
