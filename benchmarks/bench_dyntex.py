@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import REPO, code_version, config_overrides, shared_data, training_seconds
+from common import REPO, code_version, parse_set, shared_data, training_seconds
 
 CLIPS = {  # name -> file in ../shared/data/dynamic_textures
     "boiling_water": "boiling_water_55fa210.avi", "fire": "fire_fire.avi",
@@ -59,7 +59,9 @@ def parse_args(argv=None):
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                    help="config overrides on top of the preset, e.g. des_noise=false")
     p.add_argument("--progress", action="store_true")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.set = parse_set(p, args.set)
+    return args
 
 
 def suffix(preset: str) -> str:
@@ -77,7 +79,7 @@ def run_clip(name: str, path: Path, args) -> dict:
     from coopnets.video import load_videos, save_gif, save_strip
     observed = load_videos(path, frames=args.frames, image_size=args.size, center_crop=True)[0]
     over = {"steps": args.steps} if args.steps else {}
-    over.update(config_overrides(args.set))
+    over.update(args.set)
     cfg = coopnets.resolve(args.preset, data=str(path), frames=args.frames, image_size=args.size,
                            outdir=args.outdir, progress=args.progress, **over)
     t0 = time.perf_counter()

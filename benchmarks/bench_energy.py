@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import REPO, code_version, equal_compute_steps, shared_data, training_seconds
+from common import REPO, code_version, equal_compute_steps, parse_set, shared_data, training_seconds
 
 MODELS = {  # name -> (preset, overrides)
     "gcn": ("wgcn-mnist-cpu", {"jko_prox": "explicit"}),
@@ -78,14 +78,15 @@ def parse_args(argv=None):
     p.add_argument("--step-sizes", nargs="+", type=float, default=None, metavar="DELTA",
                    help="stability sweep: train every model at each step size δ instead")
     p.add_argument("--sweep-steps", type=int, default=100, help="steps per sweep run")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.set = parse_set(p, args.set)
+    return args
 
 
 def make_cfg(args, name, steps, outdir, **extra):
     from coopnets.config import resolve
-    from bench_mnist import overrides
     preset, over = MODELS[name]
-    over = {**overrides(args.set), **over, **{k: v for k, v in extra.items() if k != "calib"}}
+    over = {**args.set, **over, **{k: v for k, v in extra.items() if k != "calib"}}
     over.setdefault("sample_every", 0 if "calib" in extra else 100)
     return resolve(preset, data=args.data, outdir=outdir, progress=False, log_every=1,
                    **({"steps": steps} if steps else {}), **over)

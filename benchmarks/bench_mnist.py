@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import REPO, code_version, equal_compute_steps, shared_data, training_seconds
+from common import REPO, code_version, equal_compute_steps, parse_set, shared_data, training_seconds
 
 PAPER = {"gen": (226.0, 2.1), "revise": (228.0, 2.1)}  # Table 2, CoopNets; GAN 225 ± 2
 SIGMAS = np.logspace(-1, 0, 21)  # the bandwidth grid, twice as fine as the library default
@@ -67,25 +67,14 @@ def parse_args(argv=None):
     p.add_argument("--calib-steps", type=int, default=30)
     p.add_argument("--tag", default="", help="name of the JSON summary (default: derived)")
     p.add_argument("--progress", action="store_true")
-    return p.parse_args(argv)
-
-
-def overrides(pairs) -> dict:
-    from coopnets.config import Config, parse_value
-    fields = {f.name: f for f in Config.__dataclass_fields__.values()}
-    out = {}
-    for pair in pairs:
-        key, _, text = pair.partition("=")
-        key = key.replace("-", "_")
-        if key not in fields:
-            sys.exit(f"--set: unknown field {key!r}")
-        out[key] = parse_value(fields[key], text)
-    return out
+    args = p.parse_args(argv)
+    args.set = parse_set(p, args.set)
+    return args
 
 
 def make_cfg(args, algorithm: str, steps: int | None, outdir: str, **extra):
     from coopnets.config import resolve
-    over = dict(overrides(args.set), **extra)
+    over = dict(args.set, **extra)
     if algorithm == "abp":
         over["gen_steps"] = args.abp_gen_steps
     if steps:

@@ -36,7 +36,8 @@ def code_version() -> str:
 
 
 def config_overrides(items) -> dict:
-    """``["FIELD=VALUE", ...]`` (a bench's ``--set``) as typed config overrides."""
+    """``["FIELD=VALUE", ...]`` (a bench's ``--set``; ``field-name`` works too) as typed config
+    overrides; UserError on an unknown field or a value of the wrong type."""
     import dataclasses
 
     from coopnets.config import Config, parse_value
@@ -45,10 +46,21 @@ def config_overrides(items) -> dict:
     out = {}
     for item in items:
         key, eq, value = item.partition("=")
+        key = key.replace("-", "_")
         if not eq or key not in fields:
             raise UserError(f"--set takes FIELD=VALUE with a config field, got {item!r}")
         out[key] = parse_value(fields[key], value)
     return out
+
+
+def parse_set(parser, items) -> dict:
+    """``config_overrides`` for a bench's parsed ``--set``, a bad item ending the script with
+    argparse's one-line usage error."""
+    from coopnets.errors import UserError
+    try:
+        return config_overrides(items)
+    except UserError as e:
+        parser.error(str(e))
 
 
 def training_seconds(run: Path, upto: int | None = None) -> float:

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 from . import distributed as dist
-
 from .checkpoint import LATEST, config_dict, load_checkpoint
 from .config import BEFORE_FIELD, Config, describe_differences, differences
 from .data import IMAGE_EXTS
@@ -93,6 +92,11 @@ def _mismatch(saved: dict, ident: dict | None, cfg: Config, data_id: dict, given
     return diffs, content, saved
 
 
+def _flags(values: dict, keys) -> str:
+    """The train flags that set ``keys`` to ``values``: ``--des-steps 3 --des-noise false``."""
+    return " ".join(f"--{k.replace('_', '-')} {json.dumps(values[k])}" for k in keys)
+
+
 def _refusal(folder: Path, diffs: list, content: str, saved: dict, cfg: Config, how: str) -> str:
     if content:
         return f"{content}; {folder} was not resumed: {how}"
@@ -101,8 +105,7 @@ def _refusal(folder: Path, diffs: list, content: str, saved: dict, cfg: Config, 
                 f"(lr_final {saved.get('lr_final')} < 1), so --steps {cfg.steps} would change its "
                 f"schedule; resume with --steps {saved.get('steps')}, or {how}")
     if diffs and set(diffs) <= set(BEFORE_FIELD):  # only a default that changed since it ran
-        flags = " ".join(f"--{k.replace('_', '-')} {json.dumps(saved.get(k, BEFORE_FIELD[k]))}"
-                         for k in diffs)
+        flags = _flags({**BEFORE_FIELD, **saved}, diffs)
         return (f"{folder} was trained before today's default "
                 f"({describe_differences(saved, config_dict(cfg), diffs)}); resume it as it ran "
                 f"with {flags}, or {how}")
@@ -148,7 +151,7 @@ def find_run_dir(cfg: Config, new_run: bool = False, data_id: dict | None = None
 
 
 def _another_configuration(p: Path, diffs: list, saved: dict, cfg: Config, folder: Path) -> str:
-    flags = " ".join(f"--{k.replace('_', '-')} {json.dumps(saved[k])}" for k in diffs if k in saved)
+    flags = _flags(saved, [k for k in diffs if k in saved])
     return (f"note: {p} holds {cfg.preset or 'a run'} on these data with another configuration "
             f"({describe_differences(saved, config_dict(cfg), diffs)}); it was left as it is and "
             f"{folder.name} starts. To resume it instead, add {flags}")
