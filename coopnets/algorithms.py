@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import torch
 
+from .config import GAP_SHAPES
 from .distributed import mean_tensor
 from .langevin import generator_log_posterior, langevin, revise
 from .seeding import randn
@@ -57,23 +58,35 @@ def floats(stats: dict) -> dict:
     return dict(zip(stats, values))
 
 
-def descriptor_loss(f_obs: torch.Tensor, f_syn: torch.Tensor, gap_limit: float = 0.0) -> torch.Tensor:
+def descriptor_loss(f_obs: torch.Tensor, f_syn: torch.Tensor, gap_limit: float = 0.0,
+                    shape: str = "wall") -> torch.Tensor:
     """mean_j f(x̃_j) − mean_i f(x_i): its gradient is minus the log-likelihood gradient.
 
-    ``gap_limit`` G > 0 adds gap²/(2G) for the gap = mean f(x) − mean f(x̃), so the gradient is
-    (1 − gap/G) times the likelihood gradient: unchanged while |gap| ≪ G, zero at gap = G,
-    reversed above it. The likelihood's fixed point has gap 0 for a positively homogeneous f,
-    so this bounds the runaway in which f separates data from samples faster than Langevin
-    can follow, without moving the fixed point.
+    ``gap_limit`` G > 0 bounds the gap = mean f(x) − mean f(x̃), in one of two shapes:
+
+    - ``wall`` (the default): the likelihood gradient, unchanged while gap ≤ G; above G the
+      loss adds (gap − G)²/2G, so the gradient is (1 − (gap − G)/G) times the likelihood's,
+      zero at 2G and reversed beyond.
+    - ``quadratic`` (the default of 2981f8d..this field): the loss adds gap²/2G, so the
+      gradient is (1 − gap/G) times the likelihood's at every gap, zero at G.
+
+    Both bound the runaway in which f separates data from samples faster than Langevin can
+    follow. The quadratic form also slows a descriptor whose gap is already near G at
+    initialisation, which can stall a run for good (docs/results.md "Stability"); the wall
+    leaves every gap under G to the paper's loss.
     """
     gap = f_obs.mean() - f_syn.mean()
     if gap_limit <= 0:
         return -gap
-    # The gradient is (1 − ḡ/G)∇gap with ḡ the gap over every process's examples (detached), so
-    # averaging the processes' gradients under DDP gives one process's gradient on all of them;
-    # alone, ḡ = gap and this is exactly the gradient of −gap + gap²/2G, the value returned.
+    if shape not in GAP_SHAPES:
+        raise ValueError(f"gap shape must be one of {GAP_SHAPES}, got {shape!r}")
+    # The gradient is (−1 + w/G)∇gap with w = ḡ − G⁺ (wall) or ḡ (quadratic), ḡ the gap over
+    # every process's examples (detached), so averaging the processes' gradients under DDP
+    # gives one process's gradient on all of them; alone, ḡ = gap and the value returned is
+    # exactly −gap + w²/2G.
     g_all = mean_tensor(gap.detach())
-    return -gap + g_all * gap / gap_limit - g_all * g_all / (2.0 * gap_limit)
+    w = (g_all - gap_limit).clamp(min=0) if shape == "wall" else g_all
+    return -gap + w * (gap - g_all) / gap_limit + w * w / (2.0 * gap_limit)
 
 
 def gap_limit(cfg, x: torch.Tensor) -> float:
@@ -113,21 +126,21 @@ def _revise(nets, x, cfg, amp, rng):
                   step_size=cfg.des_step_size, noise=cfg.des_noise, rng=rng, autocast=amp)
 
 
-def update_descriptor(des, opt, x_obs, x_syn, amp, limit: float = 0.0):
+def update_descriptor(des, opt, x_obs, x_syn, amp, limit: float = 0.0, shape: str = "wall"):
     """D2: one pass over the observed and synthesized examples together (independent rows).
     Returns the loss and the scores f(x_i), f(x̃_j), detached."""
     with amp():
         f = des(torch.cat([x_obs, x_syn]))
     f_obs, f_syn = f[: len(x_obs)], f[len(x_obs):]
-    loss = descriptor_loss(f_obs, f_syn, limit)
+    loss = descriptor_loss(f_obs, f_syn, limit, shape)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
     return loss.detach(), f_obs.detach(), f_syn.detach()
 
 
-def _update_descriptor(des, opt, x_obs, x_syn, amp, limit: float = 0.0) -> dict:
-    loss, f_obs, f_syn = update_descriptor(des, opt, x_obs, x_syn, amp, limit)
+def _update_descriptor(des, opt, x_obs, x_syn, amp, limit: float = 0.0, shape: str = "wall") -> dict:
+    loss, f_obs, f_syn = update_descriptor(des, opt, x_obs, x_syn, amp, limit, shape)
     return {"des_loss": loss, "f_gap": f_obs.mean() - f_syn.mean()}
 
 
@@ -174,7 +187,8 @@ def descriptor_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> Ste
     # D1: l_D Langevin steps of the descriptor from x_init.
     x_syn = _revise(nets, x_init, cfg, amp, rng)
     # D2: θ ← θ + lr · (mean ∂f(x_i)/∂θ − mean ∂f(x̃_j)/∂θ).
-    stats = _update_descriptor(nets.des, nets.opt_des, batch.x, x_syn, amp, gap_limit(cfg, batch.x))
+    stats = _update_descriptor(nets.des, nets.opt_des, batch.x, x_syn, amp, gap_limit(cfg, batch.x),
+                               cfg.des_gap_shape)
     stats["langevin_move"] = _rms_move(x_syn, x_init)
     state = {**state, "chains": x_syn if cfg.des_init == "persistent" else None}
     return StepResult(stats, state, {"x_syn": x_syn})
@@ -207,7 +221,8 @@ def coop_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> StepResul
     if not reuse:
         z = _infer_z(nets.gen, x_rev, z, cfg, amp, rng)
     # D2: update θ with observed {x_i} against revised {x̃_j}.
-    stats = _update_descriptor(nets.des, nets.opt_des, x_obs, x_rev, amp, gap_limit(cfg, x_obs))
+    stats = _update_descriptor(nets.des, nets.opt_des, x_obs, x_rev, amp, gap_limit(cfg, x_obs),
+                               cfg.des_gap_shape)
     # G2: update α to reproduce x̃ from z̃ (reusing the G0 forward pass when z̃ = ẑ).
     if reuse:
         x_fit = x_gen

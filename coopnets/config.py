@@ -13,6 +13,8 @@ from pathlib import Path
 
 from .errors import UserError
 
+GAP_SHAPES = ("wall", "quadratic")  # des_gap_shape: coopnets.algorithms.descriptor_loss
+
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -53,10 +55,13 @@ class Config:
     des_lr: float = 0.01
     des_beta1: float = 0.5
     des_beta2: float = 0.999  # Adam's second-moment decay
-    # Bound f(data) − f(syn) (per pixel, in units of 1/s²): the loss adds gap²/2G, which stops
-    # the runaway in which every paper preset diverged (docs/results.md "Stability"); 0 is
-    # the paper's exact loss.
+    # Bound f(data) − f(syn) at G (per pixel, in units of 1/s²), which stops the runaway in
+    # which every paper preset diverged (docs/results.md "Stability"); 0 is the paper's exact
+    # loss. Shape "wall": the paper's loss while the gap is under G, then (gap − G)²/2G more,
+    # whose gradient cancels the likelihood's at 2G; "quadratic" (2981f8d's): gap²/2G at every
+    # gap, which slows a descriptor whose gap starts near G and can stall the run.
     des_gap_limit: float = 0.1
+    des_gap_shape: str = "wall"  # wall | quadratic
     des_init: str = "noise"  # Algorithm D chains: noise | persistent | data
     # generator: Langevin on z (G1) and learning (G2) --------------------------------------------
     gen_steps: int = 0  # l_G; 0 uses the generated latents as they are
@@ -145,6 +150,8 @@ class Config:
         for name in ("des_step_size", "ref_std", "gen_step_size", "residual_std", "des_lr", "gen_lr"):
             need(getattr(self, name) > 0, f"--{_flag(name)} must be positive, got {getattr(self, name)}")
         need(self.des_gap_limit >= 0, f"--des-gap-limit must be >= 0, got {self.des_gap_limit}")
+        need(self.des_gap_shape in GAP_SHAPES,
+             f"--des-gap-shape must be one of {', '.join(GAP_SHAPES)}, got {self.des_gap_shape!r}")
         need(self.frame_stride >= 1, f"--frame-stride must be >= 1, got {self.frame_stride}")
         need(0 < self.lr_final <= 1, f"--lr-final must be in (0, 1], got {self.lr_final}")
         need(0 <= self.gen_ema < 1, f"--gen-ema must be in [0, 1) (e.g. 0.999), got {self.gen_ema}")
@@ -162,7 +169,9 @@ RESUME_IGNORES = {"steps", "log_every", "sample_every", "ckpt_every", "snapshot_
 
 _CPU = dict(device="auto", log_every=5, sample_every=50, ckpt_every=50)
 
-_GGCN = dict(algorithm="ggcn", des_lr=2e-5, gen_step_size=0.2, gen_norm="none", des_steps=0)
+# GGCN's hidden-unit gap limit was tuned with the quadratic shape (issue 15), and keeps it.
+_GGCN = dict(algorithm="ggcn", des_lr=2e-5, gen_step_size=0.2, gen_norm="none", des_steps=0,
+             des_gap_shape="quadratic")
 _MNIST = dict(des_net="mnist", gen_net="mnist", subset="0:50000", channels=1)
 _MNIST_CPU = dict(_MNIST, des_width=32, gen_width=32, batch_size=64, num_chains=64, steps=1500,
                   **_CPU)
@@ -339,7 +348,8 @@ RENAMED = {"des_refsig": "ref_std", "gen_refsig": "residual_std"}
 
 # Fields whose value for a run saved before they existed is not today's default: such a run
 # computed without them, so it resumes, loads and exports as it ran.
-BEFORE_FIELD = {"des_gap_limit": 0.0, "ggcn_infer_steps": 0, "ggcn_gap_units": "pixel"}
+BEFORE_FIELD = {"des_gap_limit": 0.0, "des_gap_shape": "quadratic", "ggcn_infer_steps": 0,
+                "ggcn_gap_units": "pixel"}
 
 
 def migrate(values: dict, saved: bool = False) -> dict:
@@ -415,13 +425,16 @@ def save_config(cfg: Config, path: Path) -> None:
 def differences(saved: dict, mine: dict) -> list[str]:
     """The fields in which ``mine`` computes differently from ``saved`` (so it cannot resume
     it), in field order. A field missing from one (a run saved before the field existed)
-    counts as its default value. ``steps`` counts when the learning rates decay
+    counts as its default value; ``des_gap_shape`` does not count while neither run limits the
+    gap (``des_gap_limit`` 0). ``steps`` counts when the learning rates decay
     (``lr_final`` < 1): the linear schedule spans the run's steps, so another total would
     change the rates of the steps already taken and of those to come."""
     a, b, defaults = migrate(saved, saved=True), migrate(mine), dataclasses.asdict(Config())
     names = [f.name for f in fields(Config)]
     keys = [k for k in names if k not in RESUME_IGNORES] + sorted((set(a) | set(b)) - set(names))
     out = [k for k in keys if a.get(k, defaults.get(k)) != b.get(k, defaults.get(k))]
+    if not a.get("des_gap_limit") and not b.get("des_gap_limit", defaults["des_gap_limit"]):
+        out = [k for k in out if k != "des_gap_shape"]  # no limit: its shape computes nothing
     if "lr_final" not in out and a.get("lr_final", 1.0) < 1 and a.get("steps") != b.get("steps"):
         out.append("steps")
     return out

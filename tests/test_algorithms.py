@@ -210,16 +210,25 @@ def test_coop_steps_learn_two_modes():
     assert sum(gaps[:10]) / 10 > 0  # the descriptor tells data from the revised samples
 
 
-def test_gap_limit_scales_the_likelihood_gradient_by_one_minus_gap_over_g():
-    """descriptor_loss with G: d loss / d f_obs_i = -(1 - gap/G)/n, d/d f_syn_j = (1 - gap/G)/m;
-    without G it is the plain likelihood gradient."""
+def test_gap_limit_scales_the_likelihood_gradient_as_its_shape_says():
+    """descriptor_loss with G: d loss / d f_obs_i = -c/n, d/d f_syn_j = c/m with c = 1 without
+    G; c = 1 - gap/G for the quadratic shape; c = 1 up to gap = G, then 1 - (gap - G)/G, for the
+    wall. Here gap = 4."""
     from coopnets.algorithms import descriptor_loss
-    for limit, factor in ((0.0, 1.0), (10.0, 1 - 4.0 / 10.0), (2.0, 1 - 4.0 / 2.0)):
+    cases = [(0.0, "wall", 1.0), (0.0, "quadratic", 1.0),
+             (10.0, "quadratic", 1 - 4.0 / 10.0), (2.0, "quadratic", 1 - 4.0 / 2.0),
+             (10.0, "wall", 1.0), (4.0, "wall", 1.0), (3.0, "wall", 1 - 1.0 / 3.0),
+             (2.0, "wall", 0.0), (1.0, "wall", -2.0)]
+    for limit, shape, factor in cases:
         f_obs = torch.tensor([5.0, 7.0], requires_grad=True)   # mean 6
         f_syn = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)  # mean 2: gap 4
-        descriptor_loss(f_obs, f_syn, limit).backward()
+        loss = descriptor_loss(f_obs, f_syn, limit, shape)
+        loss.backward()
         torch.testing.assert_close(f_obs.grad, torch.full((2,), -factor / 2))
         torch.testing.assert_close(f_syn.grad, torch.full((3,), factor / 3))
+        extra = max(4.0 - limit, 0.0) if shape == "wall" else 4.0
+        expected = -4.0 + (extra * extra / (2 * limit) if limit else 0.0)
+        assert loss.item() == pytest.approx(expected), (limit, shape)  # the value is the loss too
 
 
 def _gaps_against_samples_that_cannot_follow(data, out, **kw):
@@ -238,10 +247,14 @@ def _gaps_against_samples_that_cannot_follow(data, out, **kw):
 
 def test_the_default_gap_limit_holds_the_runaway_the_paper_loss_does_not(tmp_path, digits_npz):
     """Regression test of the stable default (issue 11): with the paper's loss the gap grows
-    without bound (here beyond 1,000 G in 100 steps; measured 4.8e5 G at 200), with the
-    default limit it stays at G."""
+    without bound (here beyond 1,000 G in 100 steps; measured 4.8e5 G at 200); the default wall
+    holds it at 2G, where its gradient cancels the likelihood's, and the quadratic shape at G."""
     paper = _gaps_against_samples_that_cannot_follow(digits_npz, tmp_path / "paper", des_gap_limit=0.0)
-    default = _gaps_against_samples_that_cannot_follow(digits_npz, tmp_path / "default")
+    wall = _gaps_against_samples_that_cannot_follow(digits_npz, tmp_path / "wall")
+    quad = _gaps_against_samples_that_cannot_follow(digits_npz, tmp_path / "quad",
+                                                    des_gap_shape="quadratic")
     assert paper[-1] > 1000 and paper[-1] > paper[50] > paper[10]  # the runaway, still growing
-    assert max(abs(g) for g in default[20:]) < 1.5  # held at G
-    assert sum(default[50:]) / len(default[50:]) > 0.5  # and not collapsed: the limit, not a stop
+    assert max(abs(g) for g in wall[20:]) < 2.5  # held at 2G (measured max 2.25)
+    assert sum(wall[50:]) / len(wall[50:]) > 1.5  # and not collapsed: the limit, not a stop
+    assert max(abs(g) for g in quad[20:]) < 1.5  # held at G (measured max 1.14)
+    assert sum(quad[50:]) / len(quad[50:]) > 0.5

@@ -131,6 +131,28 @@ def test_a_run_saved_before_the_gap_limit_default_keeps_the_paper_loss(tmp_path,
     assert load_checkpoint(run)["step"] == 2
 
 
+def test_a_run_saved_before_the_wall_keeps_the_quadratic_gap_limit(tmp_path, digits_npz):
+    """A run saved with des_gap_limit but before des_gap_shape (2981f8d..the wall) ran the
+    quadratic shape: it loads with it, the same command is refused with the flag that resumes
+    it as it ran, and that flag resumes it."""
+    from coopnets.checkpoint import load_run
+    run = tmp_path / "quad"
+    train(cfg_for(digits_npz, tmp_path, steps=1, des_gap_shape="quadratic"), run_dir=run)
+    saved = json.loads((run / "config.json").read_text())
+    del saved["des_gap_shape"]
+    (run / "config.json").write_text(json.dumps(saved))
+    ck = load_checkpoint(run)
+    del ck["config"]["des_gap_shape"]
+    save_checkpoint(ck, run / LATEST)
+    assert load_run(run)[0].des_gap_shape == "quadratic"
+    with pytest.raises(UserError, match=r"before today's default \(des_gap_shape \"quadratic\" -> "
+                                         r"\"wall\"\); resume it as it ran with "
+                                         r"--des-gap-shape \"quadratic\""):
+        train(cfg_for(digits_npz, tmp_path, steps=2), run_dir=run)
+    assert train(cfg_for(digits_npz, tmp_path, steps=2, des_gap_shape="quadratic"), run_dir=run) == run
+    assert load_checkpoint(run)["step"] == 2
+
+
 # 3. --steps and a decaying learning rate -----------------------------------------------------
 def test_30_plus_30_steps_equal_60_and_a_changed_steps_is_refused(tmp_path, digits_npz, monkeypatch):
     kw = dict(steps=60, lr_final=0.1, ckpt_every=50, log_every=10, sample_every=0)
