@@ -59,21 +59,21 @@ def floats(stats: dict) -> dict:
 
 
 def descriptor_loss(f_obs: torch.Tensor, f_syn: torch.Tensor, gap_limit: float = 0.0,
-                    shape: str = "wall") -> torch.Tensor:
+                    shape: str = "quadratic") -> torch.Tensor:
     """mean_j f(x̃_j) − mean_i f(x_i): its gradient is minus the log-likelihood gradient.
 
     ``gap_limit`` G > 0 bounds the gap = mean f(x) − mean f(x̃), in one of two shapes:
 
-    - ``wall`` (the default): the likelihood gradient, unchanged while gap ≤ G; above G the
-      loss adds (gap − G)²/2G, so the gradient is (1 − (gap − G)/G) times the likelihood's,
-      zero at 2G and reversed beyond.
-    - ``quadratic`` (the default of 2981f8d..this field): the loss adds gap²/2G, so the
-      gradient is (1 − gap/G) times the likelihood's at every gap, zero at G.
+    - ``quadratic`` (the default): the loss adds gap²/2G, so the gradient is (1 − gap/G) times
+      the likelihood's, zero at G and reversed above it. The likelihood's fixed point has gap 0
+      for a positively homogeneous f, so the fixed point does not move.
+    - ``wall``: the likelihood gradient, unchanged while gap ≤ G; above G the loss adds
+      (gap − G)²/2G, so the gradient is (1 − (gap − G)/G) times the likelihood's, zero at 2G.
 
     Both bound the runaway in which f separates data from samples faster than Langevin can
-    follow. The quadratic form also slows a descriptor whose gap is already near G at
-    initialisation, which can stall a run for good (docs/results.md "Stability"); the wall
-    leaves every gap under G to the paper's loss.
+    follow. The quadratic brakes from gap 0 and brought texture-cpu back from a runaway that
+    the wall holds at 2G; the wall does not slow a descriptor whose gap starts near G, which
+    stalled some runs under the quadratic (docs/results.md "Stability").
     """
     gap = f_obs.mean() - f_syn.mean()
     if gap_limit <= 0:
@@ -126,7 +126,7 @@ def _revise(nets, x, cfg, amp, rng):
                   step_size=cfg.des_step_size, noise=cfg.des_noise, rng=rng, autocast=amp)
 
 
-def update_descriptor(des, opt, x_obs, x_syn, amp, limit: float = 0.0, shape: str = "wall"):
+def update_descriptor(des, opt, x_obs, x_syn, amp, limit: float = 0.0, shape: str = "quadratic"):
     """D2: one pass over the observed and synthesized examples together (independent rows).
     Returns the loss and the scores f(x_i), f(x̃_j), detached."""
     with amp():
@@ -139,7 +139,8 @@ def update_descriptor(des, opt, x_obs, x_syn, amp, limit: float = 0.0, shape: st
     return loss.detach(), f_obs.detach(), f_syn.detach()
 
 
-def _update_descriptor(des, opt, x_obs, x_syn, amp, limit: float = 0.0, shape: str = "wall") -> dict:
+def _update_descriptor(des, opt, x_obs, x_syn, amp, limit: float = 0.0,
+                       shape: str = "quadratic") -> dict:
     loss, f_obs, f_syn = update_descriptor(des, opt, x_obs, x_syn, amp, limit, shape)
     return {"des_loss": loss, "f_gap": f_obs.mean() - f_syn.mean()}
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .errors import UserError
 
-GAP_SHAPES = ("wall", "quadratic")  # des_gap_shape: coopnets.algorithms.descriptor_loss
+GAP_SHAPES = ("quadratic", "wall")  # des_gap_shape: coopnets.algorithms.descriptor_loss
 
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -57,11 +57,11 @@ class Config:
     des_beta2: float = 0.999  # Adam's second-moment decay
     # Bound f(data) − f(syn) at G (per pixel, in units of 1/s²), which stops the runaway in
     # which every paper preset diverged (docs/results.md "Stability"); 0 is the paper's exact
-    # loss. Shape "wall": the paper's loss while the gap is under G, then (gap − G)²/2G more,
-    # whose gradient cancels the likelihood's at 2G; "quadratic" (2981f8d's): gap²/2G at every
-    # gap, which slows a descriptor whose gap starts near G and can stall the run.
+    # loss. Shape "quadratic": the loss adds gap²/2G, a brake from gap 0 that holds a runaway
+    # at G. "wall": the paper's loss while the gap is under G, then (gap − G)²/2G more, held at
+    # 2G; it does not stall a descriptor whose gap starts near G, as the quadratic can.
     des_gap_limit: float = 0.1
-    des_gap_shape: str = "wall"  # wall | quadratic
+    des_gap_shape: str = "quadratic"  # quadratic | wall
     des_init: str = "noise"  # Algorithm D chains: noise | persistent | data
     # generator: Langevin on z (G1) and learning (G2) --------------------------------------------
     gen_steps: int = 0  # l_G; 0 uses the generated latents as they are
@@ -169,9 +169,7 @@ RESUME_IGNORES = {"steps", "log_every", "sample_every", "ckpt_every", "snapshot_
 
 _CPU = dict(device="auto", log_every=5, sample_every=50, ckpt_every=50)
 
-# GGCN's hidden-unit gap limit was tuned with the quadratic shape (issue 15), and keeps it.
-_GGCN = dict(algorithm="ggcn", des_lr=2e-5, gen_step_size=0.2, gen_norm="none", des_steps=0,
-             des_gap_shape="quadratic")
+_GGCN = dict(algorithm="ggcn", des_lr=2e-5, gen_step_size=0.2, gen_norm="none", des_steps=0)
 _MNIST = dict(des_net="mnist", gen_net="mnist", subset="0:50000", channels=1)
 _MNIST_CPU = dict(_MNIST, des_width=32, gen_width=32, batch_size=64, num_chains=64, steps=1500,
                   **_CPU)
@@ -348,8 +346,7 @@ RENAMED = {"des_refsig": "ref_std", "gen_refsig": "residual_std"}
 
 # Fields whose value for a run saved before they existed is not today's default: such a run
 # computed without them, so it resumes, loads and exports as it ran.
-BEFORE_FIELD = {"des_gap_limit": 0.0, "des_gap_shape": "quadratic", "ggcn_infer_steps": 0,
-                "ggcn_gap_units": "pixel"}
+BEFORE_FIELD = {"des_gap_limit": 0.0, "ggcn_infer_steps": 0, "ggcn_gap_units": "pixel"}
 
 
 def migrate(values: dict, saved: bool = False) -> dict:

@@ -292,7 +292,7 @@ def _ggcn_gaps(data, out, **kw):
     cfg = resolve("smoke", algorithm="ggcn", data=str(data), outdir=str(out), steps=60,
                   gen_norm="none", des_steps=0, gen_steps=1, gen_step_size=1e-3, gen_lr=1e-8,
                   ggcn_infer_steps=0, des_lr=0.01, log_every=1, sample_every=0, ckpt_every=0,
-                  progress=False, **{"des_gap_shape": "quadratic", **kw})  # as the GGCN presets
+                  progress=False, **kw)
     run = train(cfg, new_run=True)
     limit = 0.1 * cfg.z_dim  # the default: 0.1 per latent dimension
     return [json.loads(line)["f_gap"] / limit for line in open(run / "stats.jsonl")]

@@ -131,26 +131,17 @@ def test_a_run_saved_before_the_gap_limit_default_keeps_the_paper_loss(tmp_path,
     assert load_checkpoint(run)["step"] == 2
 
 
-def test_a_run_saved_before_the_wall_keeps_the_quadratic_gap_limit(tmp_path, digits_npz):
-    """A run saved with des_gap_limit but before des_gap_shape (2981f8d..the wall) ran the
-    quadratic shape: it loads with it, the same command is refused with the flag that resumes
-    it as it ran, and that flag resumes it."""
-    from coopnets.checkpoint import load_run
-    run = tmp_path / "quad"
-    train(cfg_for(digits_npz, tmp_path, steps=1, des_gap_shape="quadratic"), run_dir=run)
-    saved = json.loads((run / "config.json").read_text())
-    del saved["des_gap_shape"]
-    (run / "config.json").write_text(json.dumps(saved))
-    ck = load_checkpoint(run)
-    del ck["config"]["des_gap_shape"]
-    save_checkpoint(ck, run / LATEST)
-    assert load_run(run)[0].des_gap_shape == "quadratic"
-    with pytest.raises(UserError, match=r"before today's default \(des_gap_shape \"quadratic\" -> "
-                                         r"\"wall\"\); resume it as it ran with "
-                                         r"--des-gap-shape \"quadratic\""):
-        train(cfg_for(digits_npz, tmp_path, steps=2), run_dir=run)
-    assert train(cfg_for(digits_npz, tmp_path, steps=2, des_gap_shape="quadratic"), run_dir=run) == run
-    assert load_checkpoint(run)["step"] == 2
+def test_the_gap_shape_counts_for_resuming_only_where_the_gap_is_limited(tmp_path, digits_npz):
+    """Without a limit the shape computes nothing: a run at --des-gap-limit 0 resumes whatever
+    --des-gap-shape says. With one, a wall run is not resumed by the default (quadratic)."""
+    unlimited, walled = tmp_path / "unlimited", tmp_path / "walled"
+    train(cfg_for(digits_npz, tmp_path, steps=1, des_gap_limit=0.0, des_gap_shape="wall"),
+          run_dir=unlimited)
+    assert train(cfg_for(digits_npz, tmp_path, steps=2, des_gap_limit=0.0), run_dir=unlimited) == unlimited
+    assert load_checkpoint(unlimited)["step"] == 2
+    train(cfg_for(digits_npz, tmp_path, steps=1, des_gap_shape="wall"), run_dir=walled)
+    with pytest.raises(UserError, match=r'different configuration \(des_gap_shape "wall" -> "quadratic"\)'):
+        train(cfg_for(digits_npz, tmp_path, steps=2), run_dir=walled)
 
 
 # 3. --steps and a decaying learning rate -----------------------------------------------------
