@@ -62,6 +62,9 @@ MAX_SATURATION = 0.995  # fraction of generated pixels with |x| > 0.99
 MIN_DIVERSITY = 0.01  # mean over pixels of the std over the fixed latent batch, when
 ALIKE_SATURATION = 0.5  # ... at least this fraction is saturated (a young texture generator's
 # samples are alike too, std 0.0099 at step 3 of texture-cpu, but not saturated)
+# A stalled run (stall()): the gap at the quadratic limit, the samples alike.
+STALL_GAP = 0.9  # median |gap| over MoveWatch's window, in units of G
+MIN_SPREAD = 0.05  # per-pixel std over the fixed latents
 
 
 # ---- logs --------------------------------------------------------------------
@@ -392,6 +395,7 @@ class Monitor:
     def __init__(self, run_dir: Path):
         self.run_dir, self.pending, self.watch = run_dir, [], MoveWatch()
         self.t0, self.last_ckpt = time.perf_counter(), None
+        self.stall_warned = False
 
     def add(self, step: int, stats: dict) -> None:
         self.pending.append((step, stats))
@@ -438,9 +442,37 @@ def write_checkpoint(s: Session, run_dir: Path, step: int, mon: Monitor) -> None
     mon.last_ckpt = step
 
 
+def stall(s: Session, mon: Monitor) -> str:
+    """Why a CoopNets run under the quadratic gap limit looks stalled, or "": the median |gap|
+    of the last window of steps is at G or above and the generator's samples are all alike.
+    Measured (docs/results.md "Stability"): mnist-cpu --gen-lr 1e-3 stalled with the gap at
+    1.00 G and a per-pixel std over samples of 0.033; healthy runs 0.2..0.56."""
+    gaps = mon.watch.series["f_gap"]
+    cfg = s.cfg
+    if (cfg.algorithm != "coop" or cfg.des_gap_limit <= 0 or cfg.des_gap_shape != "quadratic"
+            or len(gaps) < mon.watch.window):
+        return ""
+    limit = cfg.des_gap_limit * s.channels * s.size * s.size * max(s.frames, 1) / cfg.ref_std ** 2
+    median = statistics.median(gaps)
+    if median < STALL_GAP * limit:
+        return ""
+    spread = generator_health(s.modules[1], s.fixed_z)["diversity"]
+    if not spread < MIN_SPREAD:  # NaN (one latent) never warns
+        return ""
+    return (f"the run may have stalled: |f(data) - f(syn)| has sat at the gap limit G = "
+            f"{limit:.3g} (median {median / limit:.2f} G over the last {mon.watch.window} steps) "
+            f"while the generator's samples are all alike (per-pixel std {spread:.2g}); "
+            f"try --des-gap-shape wall, which leaves gaps under G to the paper's loss")
+
+
 def maybe_checkpoint(s: Session, run_dir: Path, step: int, mon: Monitor, log: RunLog) -> None:
     """Write a checkpoint unless the Langevin move says a blow-up has begun (the final one is
-    always written, with a warning)."""
+    always written, with a warning). Warns once when the run looks stalled."""
+    if not mon.stall_warned and (why := stall(s, mon)):
+        log.text(f"warning: step {step}: {why}")
+        if dist.is_main():
+            print(f"warning: step {step}: {why}", file=sys.stderr, flush=True)
+        mon.stall_warned = True
     why = mon.watch.verdict()
     if why and step < s.cfg.steps:
         log.text(f"step {step}: checkpoint held back because {why}; latest.pt stays at step "

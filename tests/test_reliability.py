@@ -291,3 +291,36 @@ def test_config_values_of_the_wrong_type_are_one_line(tmp_path):
             resolve(None, config_file=str(path))
     (tmp_path / "f.json").write_text(json.dumps({"des_lr": 1}))
     assert resolve(None, config_file=str(tmp_path / "f.json")).des_lr == 1  # an int is a float
+
+
+def test_a_run_stalled_at_the_quadratic_limit_is_told_to_try_the_wall(tmp_path):
+    """stall(): the median |gap| of the last window at G or above and every sample alike (the
+    state of mnist-cpu --gen-lr 1e-3 under the quadratic) gives the warning; a diverse
+    generator, a gap under G, or the wall shape give none."""
+    from types import SimpleNamespace
+    from coopnets.training import Monitor, stall
+
+    class Fixed(torch.nn.Module):  # alike: every latent gives the same image, plus ``spread``
+        def __init__(self, spread):
+            super().__init__()
+            self.spread = spread
+
+        def forward(self, z):
+            return 0.1 + self.spread * z[:, :1].reshape(len(z), 1, 1, 1).expand(len(z), 1, 28, 28)
+
+    def check(gap_over_g, spread, **kw):
+        cfg = resolve("smoke", **kw)
+        limit = cfg.des_gap_limit * 28 * 28 / cfg.ref_std ** 2
+        mon = Monitor(tmp_path)
+        for _ in range(mon.watch.window):
+            mon.watch.add({"f_gap": gap_over_g * limit, "langevin_move": 0.01})
+        s = SimpleNamespace(cfg=cfg, channels=1, size=28, frames=0, modules=(None, Fixed(spread)),
+                            fixed_z=torch.randn(16, 8, generator=torch.Generator().manual_seed(0)))
+        return stall(s, mon)
+
+    assert "try --des-gap-shape wall" in check(1.0, 0.01)
+    assert "median 1.00 G" in check(1.0, 0.01)
+    assert check(1.0, 0.3) == ""  # samples differ: the gap at G alone is no stall
+    assert check(0.5, 0.01) == ""  # gap under the limit
+    assert check(1.0, 0.01, des_gap_shape="wall") == ""
+    assert check(1.0, 0.01, des_gap_limit=0.0) == ""
