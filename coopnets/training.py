@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from . import distributed as dist
 from . import fast
-from .algorithms import STEPS, Batch, Nets, amp_context, floats, unwrap
+from .algorithms import STEPS, Batch, Nets, amp_context, floats, gap_limit, unwrap
 from .checkpoint import LATEST, config_dict, load_checkpoint, remove_stale_temp_files, save_checkpoint
 from .config import Config, save_config
 from .data import Batches, load_images
@@ -452,7 +452,8 @@ def stall(s: Session, mon: Monitor) -> str:
     if (cfg.algorithm != "coop" or cfg.des_gap_limit <= 0 or cfg.des_gap_shape != "quadratic"
             or len(gaps) < mon.watch.window):
         return ""
-    limit = cfg.des_gap_limit * s.channels * s.size * s.size * max(s.frames, 1) / cfg.ref_std ** 2
+    example = (s.channels, *([s.frames] if s.frames else []), s.size, s.size)
+    limit = gap_limit(cfg, torch.empty((1, *example)))
     median = statistics.median(gaps)
     if median < STALL_GAP * limit:
         return ""
