@@ -472,7 +472,7 @@ def maybe_checkpoint(s: Session, run_dir: Path, step: int, mon: Monitor, log: Ru
     if not mon.stall_warned and (why := stall(s, mon)):
         log.text(f"warning: step {step}: {why}")
         if dist.is_main():
-            print(f"warning: step {step}: {why}", file=sys.stderr, flush=True)
+            tqdm.write(f"warning: step {step}: {why}", file=sys.stderr)  # above the progress bar
         mon.stall_warned = True
     why = mon.watch.verdict()
     if why and step < s.cfg.steps:

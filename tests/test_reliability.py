@@ -298,6 +298,7 @@ def test_a_run_stalled_at_the_quadratic_limit_is_told_to_try_the_wall(tmp_path):
     state of mnist-cpu --gen-lr 1e-3 under the quadratic) gives the warning; a diverse
     generator, a gap under G, or the wall shape give none."""
     from types import SimpleNamespace
+    from coopnets.algorithms import gap_limit
     from coopnets.training import Monitor, stall
 
     class Fixed(torch.nn.Module):  # alike: every latent gives the same image, plus ``spread``
@@ -310,7 +311,7 @@ def test_a_run_stalled_at_the_quadratic_limit_is_told_to_try_the_wall(tmp_path):
 
     def check(gap_over_g, spread, **kw):
         cfg = resolve("smoke", **kw)
-        limit = cfg.des_gap_limit * 28 * 28 / cfg.ref_std ** 2
+        limit = gap_limit(cfg, torch.zeros(1, 1, 28, 28))
         mon = Monitor(tmp_path)
         for _ in range(mon.watch.window):
             mon.watch.add({"f_gap": gap_over_g * limit, "langevin_move": 0.01})
