@@ -3,12 +3,16 @@ image, 3 syntheses of the same size and one twice as large.
 
     nice -n 10 .venv/bin/python benchmarks/bench_textures.py --steps 1000
     .venv/bin/python benchmarks/bench_textures.py --textures brick --steps 500 --out /tmp/tex
+    .venv/bin/python benchmarks/bench_textures.py --textures brick --set image_size=224 crop_size=112
+    .venv/bin/python benchmarks/bench_textures.py --run runs/tex224 --out /tmp/tex   # sheets only
 
 Each texture of ../shared/data/textures (512x512 greyscale) is resized to 128x128 and a
 stationary CoopNets (preset texture-cpu: fully convolutional nets, a spatial latent) is
 trained on random 64x64 crops of it. The syntheses are revised samples (generator, then
 descriptor Langevin) at 128x128 and 256x256 from seeded latents. The sheet is
-``<out>/texture-<name>.png``: observed | 3 syntheses | 2x synthesis.
+``<out>/texture-<name>.png``: observed | 3 syntheses | 2x synthesis. ``--set`` overrides the
+preset's fields (e.g. ``image_size=224 crop_size=112``); ``--run`` makes the sheets of trained
+runs (folders or checkpoints) instead of training, each at the size its run was trained on.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import REPO, code_version, shared_data, training_seconds
+from common import REPO, code_version, parse_set, shared_data, training_seconds
 
 
 def parse_args(argv=None):
@@ -29,11 +33,17 @@ def parse_args(argv=None):
     p.add_argument("--textures", nargs="*", default=["brick", "grass", "gravel"])
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
     p.add_argument("--preset", default="texture-cpu")
+    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                   help="config overrides of the preset, e.g. image_size=224 crop_size=112")
+    p.add_argument("--run", nargs="*", default=[], metavar="RUN",
+                   help="make the sheets of these trained runs instead of training")
     p.add_argument("--outdir", default=str(REPO / "runs"), help="where the run folders go")
     p.add_argument("--out", default=str(REPO / "docs"), help="where the sheets go")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--progress", action="store_true")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.set = parse_set(p, args.set)
+    return args
 
 
 def sheet(observed, synth, big, pad: int = 8) -> np.ndarray:
@@ -54,35 +64,52 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     version = code_version()
     print(f"code {version}")
-    folder = Path(args.data_dir)
-    paths = [folder / f"{name}.png" for name in args.textures]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        print(f"skipped: {', '.join(missing)} absent (the textures live in "
-              "../shared/data/textures beside the checkout); pass --data-dir")
-        return 0
-    from coopnets.config import resolve
+    from coopnets.checkpoint import load_checkpoint
+    from coopnets.config import config_from_dict, resolve
     from coopnets.data import load_images
     from coopnets.images import save_array_png, to_float
     from coopnets.sampling import generate
     from coopnets.training import train
 
+    if args.run:  # sheets of trained runs: each names its texture and its size
+        jobs = []
+        for run in map(Path, args.run):
+            cfg = config_from_dict(load_checkpoint(run)["config"], saved=True)
+            jobs.append((Path(cfg.data).stem, cfg, run))
+    else:
+        folder = Path(args.data_dir)
+        paths = [folder / f"{name}.png" for name in args.textures]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            print(f"skipped: {', '.join(missing)} absent (the textures live in "
+                  "../shared/data/textures beside the checkout); pass --data-dir")
+            return 0
+        over = dict(args.set)
+        if args.steps:
+            over["steps"] = args.steps
+        jobs = [(name, resolve(args.preset, data=str(path), outdir=args.outdir,
+                               progress=args.progress, **over), None)
+                for name, path in zip(args.textures, paths)]
+
     summary = {}
-    for name, path in zip(args.textures, paths):
-        over = {"steps": args.steps} if args.steps else {}
-        cfg = resolve(args.preset, data=str(path), outdir=args.outdir, progress=args.progress, **over)
+    for name, cfg, run in jobs:
         t0 = time.perf_counter()
-        run = train(cfg)
-        observed = to_float(load_images(path, "texture", cfg.image_size, cfg.center_crop, cfg.channels))[0]
+        if run is None:
+            run = train(cfg)
+        observed = to_float(load_images(cfg.data, "texture", cfg.image_size, cfg.center_crop,
+                                        cfg.channels))[0]
         size = observed.shape[-1]
         synth = generate(run, 3, "revise", seed=args.seed, size=size, progress=False)
         big = generate(run, 1, "revise", seed=args.seed + 1, size=2 * size, progress=False)[0]
-        out = Path(args.out) / f"texture-{name}.png"
+        out = Path(args.out) / f"texture-{name}{'' if size == 128 else f'-{size}'}.png"
         save_array_png(sheet(observed, synth, big), out)
         secs = training_seconds(run)
-        summary[name] = {"run": str(run), "steps": cfg.steps, "train_seconds": secs,
-                         "seconds_total": time.perf_counter() - t0, "sheet": str(out)}
-        print(f"{name}: {cfg.steps} steps, training {secs:.0f} s -> {out}", flush=True)
+        summary[name] = {"run": str(run), "steps": cfg.steps, "image_size": size,
+                         "train_seconds": secs, "seconds_total": time.perf_counter() - t0,
+                         "sheet": str(out)}
+        print(f"{name}: {cfg.steps} steps at {size}x{size}, training {secs:.0f} s -> {out}",
+              flush=True)
+    Path(args.outdir).mkdir(parents=True, exist_ok=True)
     (Path(args.outdir) / "bench-textures.json").write_text(
         json.dumps({"code": version, "seed": args.seed, "results": summary}, indent=1) + "\n")
     return 0

@@ -2,6 +2,7 @@
 reproducible), and their pieces compute what they claim."""
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,6 +66,27 @@ def test_textures_end_to_end(tmp_path):
     assert sheet.shape == (256, 128 * 4 + 256 + 8 * 4)  # observed | 3 x 128 | 256
     summary = json.loads((tmp_path / "runs" / "bench-textures.json").read_text())
     assert summary["results"]["noise"]["steps"] == 2
+
+
+def test_textures_take_overrides_and_remake_a_sheet_from_its_run(tmp_path):
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "textures"
+    folder.mkdir()
+    Image.fromarray(rng.integers(0, 256, (128, 128), dtype=np.uint8)).save(folder / "noise.png")
+    rc = bench_textures.main(["--data-dir", str(folder), "--textures", "noise", "--steps", "2",
+                              "--set", "image_size=64", "crop_size=32", "des_gap_shape=wall",
+                              "--outdir", str(tmp_path / "runs"), "--out", str(tmp_path / "a")])
+    assert rc == 0
+    summary = json.loads((tmp_path / "runs" / "bench-textures.json").read_text())["results"]
+    assert summary["noise"]["image_size"] == 64
+    run = summary["noise"]["run"]
+    assert json.loads((Path(run) / "config.json").read_text())["des_gap_shape"] == "wall"
+    first = np.asarray(Image.open(tmp_path / "a" / "texture-noise-64.png"))
+    assert first.shape == (128, 64 * 4 + 128 + 8 * 4)
+    rc = bench_textures.main(["--run", run, "--outdir", str(tmp_path / "runs2"),
+                              "--out", str(tmp_path / "b")])
+    assert rc == 0  # the same run and seeds: the same sheet, without training
+    assert (np.asarray(Image.open(tmp_path / "b" / "texture-noise-64.png")) == first).all()
 
 
 def test_training_seconds_adds_the_logged_intervals(tmp_path):
