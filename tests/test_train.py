@@ -1,4 +1,5 @@
 """Training loop: run folders, checkpoints, resume, divergence, sampling."""
+import dataclasses
 import json
 
 import pytest
@@ -6,7 +7,7 @@ import torch
 
 from coopnets import training as train_mod
 from coopnets.checkpoint import LATEST, load_checkpoint, load_run, save_checkpoint
-from coopnets.config import resolve
+from coopnets.config import PRESETS, resolve
 from coopnets.errors import TrainingDiverged, UserError
 from coopnets.sampling import generate
 from coopnets.training import train
@@ -14,6 +15,23 @@ from coopnets.training import train
 
 def cfg_for(data, out, **kw):
     return resolve("smoke", data=str(data), outdir=str(out), progress=False, **kw)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_resolves_to_a_valid_config(name):
+    cfg = resolve(name)
+    assert cfg.preset == name and cfg.steps > 0
+
+
+def test_the_table2_preset_is_the_measured_mnist_cpu_run():
+    """docs/results.md's Table 2 row was trained as mnist-cpu with four flags; the preset must
+    stay that configuration, so its one command repeats the row."""
+    flags = dict(gen_lr=2e-3, gen_ema=0.999, des_gap_shape="wall", steps=24000,
+                 snapshot_every=3000)
+    table2 = dataclasses.asdict(resolve("mnist-table2-cpu"))
+    measured = dataclasses.asdict(resolve("mnist-cpu", **flags))
+    assert table2.pop("preset") == "mnist-table2-cpu" and measured.pop("preset") == "mnist-cpu"
+    assert table2 == measured
 
 
 def test_run_folder_contents(smoke_run):
