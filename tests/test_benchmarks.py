@@ -54,11 +54,17 @@ def test_texture_sheet_layout():
     assert (s[:8, 10:18] == 0).all() and (s[:, -16:] == 128).all()
 
 
-def test_textures_end_to_end(tmp_path):
-    rng = np.random.default_rng(0)
+def noise_texture_folder(tmp_path, seed: int) -> Path:
+    """A folder holding one 128x128 uniform-noise texture, noise.png."""
     folder = tmp_path / "textures"
     folder.mkdir()
+    rng = np.random.default_rng(seed)
     Image.fromarray(rng.integers(0, 256, (128, 128), dtype=np.uint8)).save(folder / "noise.png")
+    return folder
+
+
+def test_textures_end_to_end(tmp_path):
+    folder = noise_texture_folder(tmp_path, seed=0)
     rc = bench_textures.main(["--data-dir", str(folder), "--textures", "noise", "--steps", "2",
                               "--outdir", str(tmp_path / "runs"), "--out", str(tmp_path / "docs")])
     assert rc == 0
@@ -69,10 +75,7 @@ def test_textures_end_to_end(tmp_path):
 
 
 def test_textures_take_overrides_and_remake_a_sheet_from_its_run(tmp_path):
-    rng = np.random.default_rng(1)
-    folder = tmp_path / "textures"
-    folder.mkdir()
-    Image.fromarray(rng.integers(0, 256, (128, 128), dtype=np.uint8)).save(folder / "noise.png")
+    folder = noise_texture_folder(tmp_path, seed=1)
     rc = bench_textures.main(["--data-dir", str(folder), "--textures", "noise", "--steps", "2",
                               "--set", "image_size=64", "crop_size=32", "des_gap_shape=wall",
                               "--outdir", str(tmp_path / "runs"), "--out", str(tmp_path / "a")])
