@@ -50,6 +50,10 @@ def write_folder(folder, n=8, seed=0):
 def signal_at(monkeypatch, calls_before_signal: int, signum: int):
     """Make the coop step send ``signum`` to this process during its n-th call."""
     real, calls = train_mod.STEPS["coop"], []
+    if signal.getsignal(signum) is signal.SIG_IGN:
+        # pytest started in the background (`cmd &`) ignores SIGINT, and the loop rightly leaves an
+        # ignored signal alone; give it the handler a foreground run has (as every other test sees)
+        signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
 
     def step(*a, **k):
         calls.append(None)
