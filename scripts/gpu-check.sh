@@ -74,12 +74,11 @@ stage cifar10 "${GPU_CHECK_CIFAR_S:-150}" "$PY" -m coopnets train --preset cifar
 "$PY" - "$RUNS" <<'EOF' 2>&1 | tee "$OUT/summary.txt" | tee -a "$LOG"
 import json, sys
 from pathlib import Path
+from coopnets.export import read_jsonl  # [] when absent; skips a line cut off by a kill
 for run in sorted(Path(sys.argv[1]).glob("*")):
-    stats = run / "stats.jsonl"
     if not (run / "config.json").is_file():
         continue
-    rows = [json.loads(line) for line in stats.read_text().splitlines() if line.strip()] \
-        if stats.is_file() else []
+    rows = read_jsonl(run / "stats.jsonl")
     cfg = json.loads((run / "config.json").read_text())
     log = (run / "log.txt").read_text() if (run / "log.txt").is_file() else ""
     last = rows[-1] if rows else {}
