@@ -446,6 +446,14 @@ def differences(saved: dict, mine: dict) -> list[str]:
     return out
 
 
+def resume_changes(saved: dict, mine: dict) -> list[str]:
+    """The ``RESUME_IGNORES`` fields that ``mine`` changes from ``saved`` (a resume with a new
+    ``--steps`` or ``--gen-ema``), in field order: what the run's log records at the resume."""
+    a, b, defaults = migrate(saved, saved=True), migrate(mine), dataclasses.asdict(Config())
+    return [f.name for f in fields(Config) if f.name in RESUME_IGNORES
+            and a.get(f.name, defaults[f.name]) != b.get(f.name, defaults[f.name])]
+
+
 def same_run(a: dict, b: dict) -> bool:
     """Whether two configs describe the same computation (so one resumes the other)."""
     return not differences(a, b)

@@ -4,11 +4,11 @@ command again.
 
 A run is a numbered folder ``runs/00012-coop-mnist/`` with ``config.json``, ``data.json``,
 ``log.txt``, ``stats.jsonl``, TensorBoard events, ``samples-*.png`` grids from a fixed latent
-batch, and ``latest.pt``. A run is what it computes (``coopnets.runs``): its config with ``data`` resolved to an
-absolute path, plus a fingerprint of the data (``data.json``). A new ``train`` call with the
-same configuration (fields in ``config.RESUME_IGNORES`` such as ``steps`` may differ, but not
-``steps`` when the learning rates decay) continues the latest such run, from any working
-directory; the same config on changed data, or a changed ``--steps`` under a decaying
+batch, and ``latest.pt``. A run is what it computes (``coopnets.runs``): its config with
+``data`` resolved to an absolute path, plus a fingerprint of the data (``data.json``). A new
+``train`` call with the same configuration (fields in ``config.RESUME_IGNORES`` such as
+``steps`` may differ, but not ``steps`` when the learning rates decay; ``log.txt`` records what
+changed) continues the latest such run, from any working directory; the same config on changed data, or a changed ``--steps`` under a decaying
 schedule, is refused with one line rather than resumed.
 
 SIGINT and SIGTERM stop the loop after the current step: a checkpoint is written at that step
@@ -40,7 +40,7 @@ from . import distributed as dist
 from . import fast
 from .algorithms import STEPS, Batch, Nets, amp_context, floats, gap_limit, unwrap
 from .checkpoint import LATEST, config_dict, load_checkpoint, remove_stale_temp_files, save_checkpoint
-from .config import Config, save_config
+from .config import Config, describe_differences, resume_changes, save_config
 from .data import Batches, load_images
 from .errors import Interrupted, TrainingDiverged, UserError, signal_name, write_error
 from .images import save_grid
@@ -563,8 +563,11 @@ def open_run(s: Session, run_dir: Path, start: int, n_images: int, resuming: boo
     """Create the run folder, record config.json and data.json (a resumed run's are only
     rewritten by a compatible config: the absolute data path, a new --steps), remove temp
     files a killed write left, and open the logs (main process writes)."""
-    stale = []
+    stale, changes = [], ""
     if dist.is_main():
+        if resuming:  # (choose_run has read this config.json already)
+            saved, mine = json.loads((run_dir / "config.json").read_text()), dataclasses.asdict(s.cfg)
+            changes = describe_differences(saved, mine, resume_changes(saved, mine))
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
             save_config(s.cfg, run_dir / "config.json")
@@ -578,6 +581,8 @@ def open_run(s: Session, run_dir: Path, start: int, n_images: int, resuming: boo
              f"{dist.world()} process(es), {n_images} {'videos' if s.frames else 'images'} "
              f"{s.channels}x{str(s.frames) + 'x' if s.frames else ''}{s.size}x{s.size}, "
              f"torch {torch.__version__}")
+    if changes:  # e.g. a longer run, or a slower moving average from here on
+        log.text(f"changed at the resume: {changes}")
     if stale:
         log.text(f"removed {len(stale)} temp file(s) of an interrupted checkpoint write")
     if log.trimmed:
