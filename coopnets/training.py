@@ -8,8 +8,9 @@ batch, and ``latest.pt``. A run is what it computes (``coopnets.runs``): its con
 ``data`` resolved to an absolute path, plus a fingerprint of the data (``data.json``). A new
 ``train`` call with the same configuration (fields in ``config.RESUME_IGNORES`` such as
 ``steps`` may differ, but not ``steps`` when the learning rates decay; ``log.txt`` records what
-changed) continues the latest such run, from any working directory; the same config on changed data, or a changed ``--steps`` under a decaying
-schedule, is refused with one line rather than resumed.
+changed) continues the latest such run, from any working directory; the same config on changed
+data, or a changed ``--steps`` under a decaying schedule, is refused with one line rather than
+resumed.
 
 SIGINT and SIGTERM stop the loop after the current step: a checkpoint is written at that step
 (when healthy), the stop is logged, and ``Interrupted`` carries the shell's exit code (130,
@@ -47,7 +48,7 @@ from .images import save_grid
 from .langevin import revise
 from .models import ARCH_VERSION, build_nets, recalibrate_batchnorm
 from .runs import RUN_RE, find_run_dir, run_name  # noqa: F401  (the run-folder API, re-exported)
-from .runs import DATA_FILE, _existing, check_run_dir, check_writable, data_identity
+from .runs import DATA_FILE, _existing, _saved_run, check_run_dir, check_writable, data_identity
 from .particle import FROZEN_FILTERS, freeze_filters
 from .particle import revised as particle_samples
 from .seeding import ExampleRNG, generator, stream_seed, sub_seed
@@ -565,8 +566,8 @@ def open_run(s: Session, run_dir: Path, start: int, n_images: int, resuming: boo
     files a killed write left, and open the logs (main process writes)."""
     stale, changes = [], ""
     if dist.is_main():
-        if resuming:  # (choose_run has read this config.json already)
-            saved, mine = json.loads((run_dir / "config.json").read_text()), dataclasses.asdict(s.cfg)
+        if resuming and (got := _saved_run(run_dir)):  # (the checkpoint's if config.json is torn)
+            saved, mine = got[0], dataclasses.asdict(s.cfg)
             changes = describe_differences(saved, mine, resume_changes(saved, mine))
         try:
             run_dir.mkdir(parents=True, exist_ok=True)

@@ -214,6 +214,19 @@ def test_resume_trims_stats_and_tensorboard_to_the_checkpoint(tmp_path, digits_n
 
 
 # 6. temp files of killed or failed writes; a full disk keeps latest.pt ---------------------------
+def test_a_torn_config_json_still_resumes_from_the_checkpoints_config(tmp_path, digits_npz):
+    """A kill while config.json was rewritten leaves it unreadable; latest.pt carries the config,
+    so the same command resumes (and the resume's log line reads the changes from there)."""
+    def cfg(steps):
+        return resolve("smoke", data=str(digits_npz), outdir=str(tmp_path), progress=False, steps=steps)
+    run = train(cfg(2))
+    (run / "config.json").write_text('{"preset": "smo')
+    assert train(cfg(4)) == run
+    log = (run / "log.txt").read_text()
+    assert "resumed at step 2" in log and "changed at the resume: steps 2 -> 4" in log
+    assert json.loads((run / "config.json").read_text())["steps"] == 4
+
+
 def test_stale_temp_files_are_removed_on_resume(tmp_path, digits_npz):
     run = train(cfg_for(digits_npz, tmp_path, steps=1))
     (run / ".latest.pt.4242.tmp").write_bytes(b"partial")
