@@ -174,6 +174,14 @@ _MNIST = dict(des_net="mnist", gen_net="mnist", subset="0:50000", channels=1)
 _MNIST_CPU = dict(_MNIST, des_width=32, gen_width=32, batch_size=64, num_chains=64, steps=1500,
                   **_CPU)
 
+_TEXTURE_CPU = dict(data_kind="texture", image_size=128, crop_size=64, des_net="texture-deep",
+                    gen_net="texture-k4", des_width=24, gen_width=24, z_dim=32,
+                    gen_norm="none", batch_size=4, num_chains=16, des_steps=15,
+                    des_step_size=0.04, des_noise=False,
+                    ref_std=0.16, des_lr=0.003, gen_lr=0.002, lr_final=0.1, steps=500,
+                    grid_size=9,
+                    **_CPU)
+
 PRESETS: dict[str, dict] = {
     # Exp 1, Fig. 1: stationary CoopNets on one texture image; synthesizes any size.
     "texture": dict(data_kind="texture", image_size=224, des_net="texture", gen_net="texture",
@@ -188,13 +196,13 @@ PRESETS: dict[str, dict] = {
     # periodic cell), and revision without the Langevin noise: with it the descriptor told
     # data from samples by that noise alone (f(data + noise) 20,000 under f(data)), the gap sat
     # at its limit and the samples stayed a grid; without it the gap is 1-3 % of the limit.
-    "texture-cpu": dict(data_kind="texture", image_size=128, crop_size=64, des_net="texture-deep",
-                        gen_net="texture-k4", des_width=24, gen_width=24, z_dim=32,
-                        gen_norm="none", batch_size=4, num_chains=16, des_steps=15,
-                        des_step_size=0.04, des_noise=False,
-                        ref_std=0.16, des_lr=0.003, gen_lr=0.002, lr_final=0.1, steps=500,
-                        grid_size=9,
-                        **_CPU),
+    "texture-cpu": _TEXTURE_CPU,
+    # Exp 1 at the `texture` preset's scale (224x224, bricks 12 pixels wide and 45 long) on a
+    # CPU: texture-cpu's recipe with both nets scaled by two, so that they stand to the bricks
+    # as texture-cpu's do at 128x128: a descriptor that sees 129 pixels, a latent at 1/32
+    # (16-pixel cells locked the columns to their period), crops of 128 (docs/results.md).
+    "texture-224-cpu": dict(_TEXTURE_CPU, image_size=224, crop_size=128, des_net="texture-deep5",
+                            gen_net="texture-k4-32", steps=3000, snapshot_every=500),
     # Exp 2, Fig. 2-3: a few images of one object category, 64x64.
     "object": dict(image_size=64, center_crop=True, batch_size=10, num_chains=36,
                    des_steps=10, steps=3000),

@@ -92,10 +92,30 @@ def receptive_field(des, size=160):
     return int(cols.max() - cols.min() + 1)
 
 
-def test_texture_descriptors_see_17_and_65_pixels():
+def test_texture_descriptors_see_17_65_and_129_pixels():
     torch.manual_seed(0)
     assert receptive_field(build_descriptor("texture", 1, 4)) == 17
     assert receptive_field(build_descriptor("texture-deep", 1, 4)) == 65
+    assert receptive_field(build_descriptor("texture-deep5", 1, 4), size=320) == 129
+
+
+def pixels_seen(gen, cells=14):
+    """Width in pixels of the latent cells that one central output pixel of a stationary
+    generator depends on."""
+    z = torch.zeros(1, gen.z_dim, cells, cells, requires_grad=True)
+    x = gen(z)
+    c = x.shape[-1] // 2
+    (g,) = torch.autograd.grad(x[0, 0, c, c], z)
+    return int((g[0].abs().sum((0, 2)) > 0).sum()) * x.shape[-1] // cells
+
+
+def test_a_texture_generator_pixel_depends_on_two_latent_cells_of_16_or_32_pixels():
+    """texture-k4-32 (texture-224-cpu) has cells of 32 pixels: 224 = 7 cells, 448 = 14."""
+    torch.manual_seed(0)
+    assert pixels_seen(build_generator("texture-k4", 1, 4, 8, "none")) == 32
+    gen32 = build_generator("texture-k4-32", 1, 4, 8, "none")
+    assert pixels_seen(gen32) == 64
+    assert gen32.latent_shape(224) == (8, 7, 7) and gen32.latent_shape(448) == (8, 14, 14)
 
 
 def test_texture_descriptor_is_translation_invariant():

@@ -34,6 +34,24 @@ def test_the_table2_preset_is_the_measured_mnist_cpu_run():
     assert table2 == measured
 
 
+def test_the_224_texture_preset_is_texture_cpu_with_the_nets_scaled_and_synthesizes_twice_its_size(
+        tmp_path):
+    """docs/results.md's 224x224 sheets were trained as texture-cpu with these flags; the preset
+    must stay that configuration. Two steps on the bundled brick, then a 448x448 synthesis."""
+    from coopnets import asset
+    flags = dict(image_size=224, crop_size=128, des_net="texture-deep5", gen_net="texture-k4-32",
+                 steps=3000, snapshot_every=500)
+    scaled = dataclasses.asdict(resolve("texture-224-cpu"))
+    measured = dataclasses.asdict(resolve("texture-cpu", **flags))
+    assert scaled.pop("preset") == "texture-224-cpu" and measured.pop("preset") == "texture-cpu"
+    assert scaled == measured
+    cfg = resolve("texture-224-cpu", data=str(asset("brick.png")), steps=2, outdir=str(tmp_path),
+                  progress=False)
+    run = train(cfg)
+    x = generate(run, 1, "revise", seed=0, size=448, des_steps=2, progress=False)
+    assert x.shape == (1, 1, 448, 448) and x.abs().max() <= 1 and x.std() > 0
+
+
 def test_run_folder_contents(smoke_run):
     names = {p.name for p in smoke_run.iterdir()}
     assert {"config.json", "log.txt", "stats.jsonl", LATEST} <= names

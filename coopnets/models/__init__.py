@@ -26,6 +26,10 @@ DESCRIPTORS = {
     # stride-2 layers see 65 pixels, so f can count the joints of a course (texture-cpu).
     "texture-deep": DescriptorSpec(convs=((1, 5, 2), (2, 3, 2), (4, 3, 2), (4, 3, 2)), top=100,
                                    stationary=True),
+    # texture-deep with a fifth stride-2 layer: 129 pixels, for textures at 224x224 where a
+    # brick is 45 pixels long (texture-deep's 65 see 1.4 of them; at 128x128 they saw 2.5).
+    "texture-deep5": DescriptorSpec(convs=((1, 5, 2), (2, 3, 2), (4, 3, 2), (4, 3, 2), (4, 3, 2)),
+                                    top=100, stationary=True),
     # Exp 4 MNIST 28x28: 28 -> 14 -> 7 -> 7, fc 100.
     "mnist": DescriptorSpec(convs=((1, 5, 2), (2, 3, 2), (4, 3, 1)), top=100, size=28),
     # Exp 5 CIFAR-10 32x32: 32 -> 16 -> 8 -> 4 -> 2, fc 100.
@@ -56,6 +60,9 @@ GENERATORS = {
     # Kernel 4 at stride 2 gives every output pixel the same number of taps; kernel 5 gives
     # alternate pixels 3 and 2, a checkerboard that a stationary latent repeats as a cell.
     "texture-k4": GeneratorSpec(widths=(4, 2, 1), kernel=4),
+    # texture-k4 with a latent at 1/32: 32-pixel cells at 224x224 hold 2.5 brick widths, as
+    # texture-k4's 16-pixel cells did at 128x128 (16-pixel cells at 224 locked the columns to them)
+    "texture-k4-32": GeneratorSpec(widths=(4, 4, 2, 1), kernel=4),
     "mnist": GeneratorSpec(widths=(4, 2), start=7),  # 7 -> 14 -> 28
     "img32": GeneratorSpec(widths=(8, 4, 2, 1), start=2),  # 2 -> 4 -> 8 -> 16 -> 32
     "img64": GeneratorSpec(widths=(8, 4, 2, 1), start=4),  # 4 -> 8 -> 16 -> 32 -> 64
