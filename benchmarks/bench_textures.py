@@ -10,7 +10,10 @@ Each texture of ../shared/data/textures (512x512 greyscale) is resized to 128x12
 stationary CoopNets (preset texture-cpu: fully convolutional nets, a spatial latent) is
 trained on random 64x64 crops of it. The syntheses are revised samples (generator, then
 descriptor Langevin) at 128x128 and 256x256 from seeded latents. The sheet is
-``<out>/texture-<name>.png``: observed | 3 syntheses | 2x synthesis. ``--set`` overrides the
+``<out>/texture-<name>.png``: observed | 3 syntheses | 2x synthesis. A periodic cell is measured,
+not only looked for: the correlation of each picture with itself shifted by one latent cell of
+the generator (16 or 32 pixels), across and down, printed beside the observed image's (near 0
+for these textures; 0.2-0.5 for the sheets with a visible cell, 1 for a pure cell). ``--set`` overrides the
 preset's fields (e.g. ``image_size=224 crop_size=112``); ``--run`` makes the sheets of trained
 runs (folders or checkpoints) instead of training, each at the size its run was trained on.
 """
@@ -60,6 +63,21 @@ def sheet(observed, synth, big, pad: int = 8) -> np.ndarray:
     return out
 
 
+def cell_correlation(image: np.ndarray, lag: int) -> float:
+    """Mean Pearson correlation of a (H, W) picture with itself shifted by ``lag`` pixels across
+    and down: about 1 for a pattern that repeats every ``lag`` pixels, about 0 for one that does
+    not correlate so far."""
+    a = np.asarray(image, dtype=np.float64)
+    pairs = ((a[:, :-lag], a[:, lag:]), (a[:-lag], a[lag:]))
+    return float(np.mean([np.corrcoef(u.ravel(), v.ravel())[0, 1] for u, v in pairs]))
+
+
+def generator_cell(cfg) -> int:
+    """Pixels per latent cell of a stationary generator: each of its layers doubles the size."""
+    from coopnets.models import GENERATORS
+    return 2 ** (len(GENERATORS[cfg.gen_net].widths) + 1)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     version = code_version()
@@ -67,7 +85,7 @@ def main(argv=None) -> int:
     from coopnets.checkpoint import load_checkpoint
     from coopnets.config import config_from_dict, resolve
     from coopnets.data import load_images
-    from coopnets.images import save_array_png, to_float
+    from coopnets.images import save_array_png, to_float, to_uint8
     from coopnets.sampling import generate
     from coopnets.training import train
 
@@ -104,11 +122,15 @@ def main(argv=None) -> int:
         out = Path(args.out) / f"texture-{name}{'' if size == 128 else f'-{size}'}.png"
         save_array_png(sheet(observed, synth, big), out)
         secs = training_seconds(run)
+        cell = generator_cell(cfg)
+        corr = [cell_correlation(to_uint8(t[None])[0].float().mean(0).numpy(), cell)
+                for t in (observed, *synth, big)]
         summary[name] = {"run": str(run), "steps": cfg.steps, "image_size": size,
                          "train_seconds": secs, "seconds_total": time.perf_counter() - t0,
-                         "sheet": str(out)}
-        print(f"{name}: {cfg.steps} steps at {size}x{size}, training {secs:.0f} s -> {out}",
-              flush=True)
+                         "sheet": str(out), "cell": cell, "cell_correlation": corr}
+        print(f"{name}: {cfg.steps} steps at {size}x{size}, training {secs:.0f} s -> {out}\n"
+              f"  correlation at one {cell}-pixel cell: observed {corr[0]:.2f}, syntheses "
+              f"{' '.join(f'{c:.2f}' for c in corr[1:4])}, 2x {corr[4]:.2f}", flush=True)
     Path(args.outdir).mkdir(parents=True, exist_ok=True)
     (Path(args.outdir) / "bench-textures.json").write_text(
         json.dumps({"code": version, "seed": args.seed, "results": summary}, indent=1) + "\n")

@@ -72,6 +72,26 @@ def test_textures_end_to_end(tmp_path):
     assert sheet.shape == (256, 128 * 4 + 256 + 8 * 4)  # observed | 3 x 128 | 256
     summary = json.loads((tmp_path / "runs" / "bench-textures.json").read_text())
     assert summary["results"]["noise"]["steps"] == 2
+    result = summary["results"]["noise"]
+    assert result["cell"] == 16 and len(result["cell_correlation"]) == 5  # observed, 3, 2x
+    assert abs(result["cell_correlation"][0]) < 0.05  # uniform noise does not repeat
+
+
+def test_cell_correlation_finds_a_repeated_cell_and_not_noise():
+    rng = np.random.default_rng(0)
+    cell = rng.normal(size=(16, 16))
+    tiled = np.tile(cell, (8, 8))  # 128x128, repeating every 16 pixels
+    assert bench_textures.cell_correlation(tiled, 16) == pytest.approx(1.0)
+    assert abs(bench_textures.cell_correlation(tiled, 8)) < 0.2  # half a cell: unrelated pixels
+    noise = rng.normal(size=(128, 128))
+    assert abs(bench_textures.cell_correlation(noise, 16)) < 0.05
+    assert abs(bench_textures.cell_correlation(tiled + 2 * noise[::-1], 16) - 0.2) < 0.05
+
+
+def test_the_cell_is_the_generators_upsampling_factor():
+    from coopnets.config import resolve
+    assert bench_textures.generator_cell(resolve("texture-cpu")) == 16
+    assert bench_textures.generator_cell(resolve("texture-224-cpu")) == 32
 
 
 def test_textures_take_overrides_and_remake_a_sheet_from_its_run(tmp_path):
