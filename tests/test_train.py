@@ -40,7 +40,7 @@ def test_the_224_texture_preset_is_texture_cpu_with_the_nets_scaled_and_synthesi
     must stay that configuration. Two steps on the bundled brick, then a 448x448 synthesis."""
     from coopnets import asset
     flags = dict(image_size=224, crop_size=128, des_net="texture-deep5", gen_net="texture-k4-32",
-                 steps=3000, snapshot_every=500)
+                 steps=1000, snapshot_every=500)
     scaled = dataclasses.asdict(resolve("texture-224-cpu"))
     measured = dataclasses.asdict(resolve("texture-cpu", **flags))
     assert scaled.pop("preset") == "texture-224-cpu" and measured.pop("preset") == "texture-cpu"
