@@ -3,17 +3,18 @@ image, 3 syntheses of the same size and one twice as large.
 
     nice -n 10 .venv/bin/python benchmarks/bench_textures.py --steps 1000
     .venv/bin/python benchmarks/bench_textures.py --textures brick --steps 500 --out /tmp/tex
-    .venv/bin/python benchmarks/bench_textures.py --textures brick --set image_size=224 crop_size=112
+    .venv/bin/python benchmarks/bench_textures.py --preset texture-224-cpu --textures brick  # 224x224
     .venv/bin/python benchmarks/bench_textures.py --run runs/tex224 --out /tmp/tex   # sheets only
 
 Each texture of ../shared/data/textures (512x512 greyscale) is resized to 128x128 and a
 stationary CoopNets (preset texture-cpu: fully convolutional nets, a spatial latent) is
 trained on random 64x64 crops of it. The syntheses are revised samples (generator, then
 descriptor Langevin) at 128x128 and 256x256 from seeded latents. The sheet is
-``<out>/texture-<name>.png``: observed | 3 syntheses | 2x synthesis. A periodic cell is measured,
+``<out>/texture-<name>.png`` (``texture-<name>-224.png`` at 224x224): observed | 3 syntheses | 2x synthesis. A periodic cell is measured,
 not only looked for: the correlation of each picture with itself shifted by one latent cell of
-the generator (16 or 32 pixels), across and down, printed beside the observed image's (near 0
-for these textures; 0.2-0.5 for the sheets with a visible cell, 1 for a pure cell). ``--set`` overrides the
+the generator (16 or 32 pixels), across and down, printed beside the observed image's: 0.01-0.11
+for the three textures, 0.23-0.31 for an old grass sheet with a visible 16-pixel cell, 0.99 for
+a generator that ignores its latent (docs/results.md, Textures). ``--set`` overrides the
 preset's fields (e.g. ``image_size=224 crop_size=112``); ``--run`` makes the sheets of trained
 runs (folders or checkpoints) instead of training, each at the size its run was trained on.
 """
