@@ -10,8 +10,8 @@ Each texture of ../shared/data/textures (512x512 greyscale) is resized to 128x12
 stationary CoopNets (preset texture-cpu: fully convolutional nets, a spatial latent) is
 trained on random 64x64 crops of it. The syntheses are revised samples (generator, then
 descriptor Langevin) at 128x128 and 256x256 from seeded latents. The sheet is
-``<out>/texture-<name>.png`` (``texture-<name>-224.png`` at 224x224): observed | 3 syntheses | 2x synthesis. A periodic cell is measured,
-not only looked for: the correlation of each picture with itself shifted by one latent cell of
+``<out>/texture-<name>.png`` (``texture-<name>-224.png`` at 224x224): observed | 3 syntheses |
+2x synthesis. A periodic cell is measured, not only looked for: the correlation of each picture with itself shifted by one latent cell of
 the generator (16 or 32 pixels), across and down, printed beside the observed image's: 0.01-0.11
 for the three textures, 0.23-0.31 for an old grass sheet with a visible 16-pixel cell, 0.99 for
 a generator that ignores its latent (docs/results.md, Textures). ``--set`` overrides the
@@ -74,9 +74,9 @@ def cell_correlation(image: np.ndarray, lag: int) -> float:
 
 
 def generator_cell(cfg) -> int:
-    """Pixels per latent cell of a stationary generator: each of its layers doubles the size."""
+    """Pixels per latent cell of the run's (stationary) generator."""
     from coopnets.models import GENERATORS
-    return 2 ** (len(GENERATORS[cfg.gen_net].widths) + 1)
+    return GENERATORS[cfg.gen_net].cell
 
 
 def main(argv=None) -> int:

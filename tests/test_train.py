@@ -23,15 +23,19 @@ def test_every_preset_resolves_to_a_valid_config(name):
     assert cfg.preset == name and cfg.steps > 0
 
 
+def assert_preset_is(name, base, **flags):
+    """Preset ``name`` is preset ``base`` with ``flags``, field for field (the preset's name aside)."""
+    preset = dataclasses.asdict(resolve(name))
+    measured = dataclasses.asdict(resolve(base, **flags))
+    assert preset.pop("preset") == name and measured.pop("preset") == base
+    assert preset == measured
+
+
 def test_the_table2_preset_is_the_measured_mnist_cpu_run():
     """docs/results.md's Table 2 row was trained as mnist-cpu with four flags; the preset must
     stay that configuration, so its one command repeats the row."""
-    flags = dict(gen_lr=2e-3, gen_ema=0.999, des_gap_shape="wall", steps=30000,
-                 snapshot_every=3000)
-    table2 = dataclasses.asdict(resolve("mnist-table2-cpu"))
-    measured = dataclasses.asdict(resolve("mnist-cpu", **flags))
-    assert table2.pop("preset") == "mnist-table2-cpu" and measured.pop("preset") == "mnist-cpu"
-    assert table2 == measured
+    assert_preset_is("mnist-table2-cpu", "mnist-cpu", gen_lr=2e-3, gen_ema=0.999,
+                     des_gap_shape="wall", steps=30000, snapshot_every=3000)
 
 
 def test_the_224_texture_preset_is_texture_cpu_with_the_nets_scaled_and_synthesizes_twice_its_size(
@@ -39,12 +43,9 @@ def test_the_224_texture_preset_is_texture_cpu_with_the_nets_scaled_and_synthesi
     """docs/results.md's 224x224 sheets were trained as texture-cpu with these flags; the preset
     must stay that configuration. Two steps on the bundled brick, then a 448x448 synthesis."""
     from coopnets import asset
-    flags = dict(image_size=224, crop_size=128, des_net="texture-deep5", gen_net="texture-k4-32",
-                 steps=1000, snapshot_every=500)
-    scaled = dataclasses.asdict(resolve("texture-224-cpu"))
-    measured = dataclasses.asdict(resolve("texture-cpu", **flags))
-    assert scaled.pop("preset") == "texture-224-cpu" and measured.pop("preset") == "texture-cpu"
-    assert scaled == measured
+    assert_preset_is("texture-224-cpu", "texture-cpu", image_size=224, crop_size=128,
+                     des_net="texture-deep5", gen_net="texture-k4-32", steps=1000,
+                     snapshot_every=500)
     cfg = resolve("texture-224-cpu", data=str(asset("brick.png")), steps=2, outdir=str(tmp_path),
                   progress=False)
     run = train(cfg)

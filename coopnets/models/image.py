@@ -36,6 +36,11 @@ class GeneratorSpec:
     def build(self, channels: int, width: int, z_dim: int, norm: str) -> "Generator":
         return Generator(self, channels, width, z_dim, norm)
 
+    @property
+    def cell(self) -> int:
+        """Output pixels per latent cell of a stationary generator: each layer doubles the size."""
+        return 2 ** (len(self.widths) + 1)
+
 
 class Descriptor(nn.Module):
     """f(x; θ): bottom-up ConvNet; the top layer's outputs are summed (over positions too when
@@ -109,7 +114,7 @@ class Generator(nn.Module):
         """Shape of one latent vector for an output of this size (spatial for textures)."""
         if self.spec.start:
             return (self.z_dim,)
-        factor = 2 ** (len(self.spec.widths) + 1)
+        factor = self.spec.cell
         if image_size % factor:
             raise UserError(f"the texture generator makes sizes that are multiples of {factor}, "
                             f"got {image_size}")
