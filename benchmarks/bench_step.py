@@ -11,7 +11,8 @@ our speed-up over it.
 
 Modes: eager; compile (`torch.compile`, inductor, of both networks); graphs (the D1 Langevin
 loop replayed from a CUDA graph, coopnets.fast.GraphedRevision; CUDA only); compile+graphs;
-bf16 (eager under bf16 autocast, with the RMS difference of its revised samples from fp32's).
+bf16 (eager under bf16 autocast, with the RMS difference of its revised samples from fp32's);
+bf16-langevin (autocast inside the Langevin chains only, the parameter updates in fp32).
 
     python benchmarks/bench_step.py                                  # CPU: texture-cpu, mnist, cifar10, scene-64
     python benchmarks/bench_step.py --device cuda --chains 100 400 1600 --modes eager graphs compile+graphs bf16
@@ -151,7 +152,7 @@ def bench(preset, chains, modes, repeats, device, peaks, port) -> list[dict]:
     for mode in modes:
         if "graphs" in mode and torch.device(device).type != "cuda":
             continue
-        cfg = dataclasses.replace(base, amp="bf16") if mode == "bf16" else base
+        cfg = dataclasses.replace(base, amp=mode) if mode.startswith("bf16") else base
         nets, plain = make_nets(cfg, channels, size, device, mode)
         rng = torch.Generator(device).manual_seed(1)
         step = lambda: coop_step(nets, Batch(x_obs), {}, cfg, rng)  # noqa: E731
@@ -162,7 +163,7 @@ def bench(preset, chains, modes, repeats, device, peaks, port) -> list[dict]:
         row = dict(preset=preset, mode=mode, n=cfg.batch_size, M=cfg.num_chains, l_D=cfg.des_steps,
                    s_step=t, gflop=flop / 1e9, speedup=(t_eager / t) if t_eager else None,
                    peak_frac={k: flop / t / v for k, v in peaks.items()})
-        if mode == "bf16":  # soundness of bf16: revised samples against fp32's, same start
+        if mode.startswith("bf16"):  # soundness of bf16: revised samples against fp32's, same start
             des = plain[0]
             x0 = x_obs[: min(64, len(x_obs))]
             ctx = lambda: torch.autocast(torch.device(device).type, dtype=torch.bfloat16)  # noqa: E731
@@ -185,7 +186,7 @@ def main(argv=None) -> int:
     p.add_argument("--presets", nargs="+", default=["texture-cpu", "mnist", "cifar10", "scene-64"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--modes", nargs="+", default=None,
-                   choices=["eager", "compile", "graphs", "compile+graphs", "bf16"],
+                   choices=["eager", "compile", "graphs", "compile+graphs", "bf16", "bf16-langevin"],
                    help="default: eager on CPU; eager graphs compile+graphs bf16 on CUDA")
     p.add_argument("--chains", nargs="+", type=int, default=[0],
                    help="numbers of chains M to time (0: the preset's)")

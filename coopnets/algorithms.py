@@ -105,9 +105,11 @@ def unwrap(module):
     return getattr(module, "module", module)
 
 
-def amp_context(cfg, device):
-    """A factory of the autocast context ``cfg.amp`` asks for (bf16) or of a no-op one."""
-    if cfg.amp == "bf16":
+def amp_context(cfg, device, part: str = "update"):
+    """A factory of the autocast context ``cfg.amp`` asks for (bf16) or of a no-op one.
+    ``part`` is "update" (the networks' passes that train the parameters) or "langevin" (the
+    passes inside the chains): ``--amp bf16`` casts both, ``--amp bf16-langevin`` the chains only."""
+    if cfg.amp == "bf16" or (cfg.amp == "bf16-langevin" and part == "langevin"):
         return lambda: torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
     return nullcontext
 
@@ -183,10 +185,10 @@ def descriptor_chain_start(cfg, x_obs, chains, rng):
 
 def descriptor_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> StepResult:
     """Algorithm D. ``state["chains"]``: the persistent chains (des_init persistent)."""
-    amp = amp_context(cfg, batch.x.device)
+    amp, chain_amp = amp_context(cfg, batch.x.device), amp_context(cfg, batch.x.device, "langevin")
     x_init = descriptor_chain_start(cfg, batch.x, state.get("chains"), rng)
     # D1: l_D Langevin steps of the descriptor from x_init.
-    x_syn = _revise(nets, x_init, cfg, amp, rng)
+    x_syn = _revise(nets, x_init, cfg, chain_amp, rng)
     # D2: θ ← θ + lr · (mean ∂f(x_i)/∂θ − mean ∂f(x̃_j)/∂θ).
     stats = _update_descriptor(nets.des, nets.opt_des, batch.x, x_syn, amp, gap_limit(cfg, batch.x),
                                cfg.des_gap_shape)
@@ -200,7 +202,7 @@ def abp_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> StepResult
     training example (warm starts), updated in place at ``batch.index``."""
     amp = amp_context(cfg, batch.x.device)
     # G1: l_G Langevin steps of z under the posterior p(z | x; α), warm-started.
-    z = infer_warm(nets, batch, state, cfg, amp, rng)
+    z = infer_warm(nets, batch, state, cfg, amp_context(cfg, batch.x.device, "langevin"), rng)
     # G2: α ← α − lr · ∂/∂α mean ||x_i − g(z_i)||² / (2σ²).
     with amp():
         g = nets.gen(z)
@@ -212,15 +214,16 @@ def abp_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> StepResult
 def coop_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> StepResult:
     """CoopNets (MCMC teaching); carries no state between steps."""
     x_obs, amp, reuse = batch.x, amp_context(cfg, batch.x.device), cfg.gen_steps == 0
+    chain_amp = amp_context(cfg, x_obs.device, "langevin")
     # G0: ẑ ~ N(0, I), x̂ = g(ẑ). With l_G = 0 the graph is kept so that G2 reuses it.
     z = randn((cfg.num_chains, *nets.latent_shape), rng, x_obs.device)
     with amp(), torch.set_grad_enabled(reuse):
         x_gen = (nets.gen if reuse else unwrap(nets.gen))(z)
     # D1: l_D Langevin steps of the descriptor starting from x̂ -> revised x̃.
-    x_rev = _revise(nets, x_gen.float(), cfg, amp, rng)
+    x_rev = _revise(nets, x_gen.float(), cfg, chain_amp, rng)
     # G1 (optional): l_G Langevin steps of z towards x̃ -> z̃ (else z̃ = ẑ, known).
     if not reuse:
-        z = _infer_z(nets.gen, x_rev, z, cfg, amp, rng)
+        z = _infer_z(nets.gen, x_rev, z, cfg, chain_amp, rng)
     # D2: update θ with observed {x_i} against revised {x̃_j}.
     stats = _update_descriptor(nets.des, nets.opt_des, x_obs, x_rev, amp, gap_limit(cfg, x_obs),
                                cfg.des_gap_shape)

@@ -95,7 +95,9 @@ class Config:
     lr_final: float = 1.0  # both learning rates decay linearly to this fraction at the last step
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: str = "none"  # none | bf16 (networks under autocast; Langevin state stays float32)
+    # none | bf16 (networks under autocast; Langevin state stays float32) | bf16-langevin
+    # (autocast inside the Langevin chains only; the parameter updates stay float32)
+    amp: str = "none"
     channels_last: bool = False  # NHWC memory format (try on GPUs; slower for small CPU nets)
     compile: str = "none"  # none | inductor | aot_eager: torch.compile the networks (coopnets.fast)
     cuda_graphs: bool = False  # replay descriptor revision (D1) from a CUDA graph (CUDA only)
@@ -135,7 +137,7 @@ class Config:
              f"--des-init must be noise, persistent or data, got {self.des_init!r}")
         need(self.algorithm != "abp" or self.gen_steps > 0,
              "--algorithm abp infers each latent by Langevin: set --gen-steps to 1 or more (e.g. 10)")
-        need(self.amp in ("none", "bf16"), f"--amp must be none or bf16, got {self.amp!r}")
+        need(self.amp in AMP_MODES, f"--amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
         need(self.compile in ("none", "inductor", "aot_eager"),
              f"--compile must be none, inductor or aot_eager, got {self.compile!r}")
         need(self.channels in (0, 1, 3), f"--channels must be 0, 1 or 3, got {self.channels}")
@@ -163,6 +165,8 @@ class Config:
 
 
 # Fields that do not change what a run computes: a changed value still resumes the run.
+AMP_MODES = ("none", "bf16", "bf16-langevin")
+
 RESUME_IGNORES = {"steps", "log_every", "sample_every", "ckpt_every", "snapshot_every",
                   "progress", "device", "outdir", "channels_last", "compile", "cuda_graphs",
                   "tf32", "gen_ema"}  # the average is kept beside training; it changes none of it

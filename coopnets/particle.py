@@ -190,7 +190,7 @@ def wgcn_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> StepResul
     amp = amp_context(cfg, batch.x.device)
     x_init = descriptor_chain_start(cfg, batch.x, state.get("chains"), rng)
     # 1. l_D JKO steps: x̃ ← prox_{τU}(x̃) + δ ε (ggcn.md §3.4), gradients into x only.
-    x_syn = revise_x(unwrap(nets.des), x_init, cfg, rng, amp)
+    x_syn = revise_x(unwrap(nets.des), x_init, cfg, rng, amp_context(cfg, batch.x.device, "langevin"))
     # 2. θ: the MLE moment-matching update, unchanged (the "statistical consistency").
     loss, f_obs, f_syn = update_descriptor(nets.des, nets.opt_des, batch.x, x_syn, amp,
                                            gap_limit(cfg, batch.x), cfg.des_gap_shape)
@@ -201,17 +201,17 @@ def wgcn_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> StepResul
 
 def ggcn_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> StepResult:
     """GGCN (ggcn.md §4.5): hidden-space JKO chains, then the symmetric alternating updates."""
-    amp = amp_context(cfg, batch.x.device)
+    amp, chain_amp = amp_context(cfg, batch.x.device), amp_context(cfg, batch.x.device, "langevin")
     des, gen = unwrap(nets.des), unwrap(nets.gen)
     # 1. z⁰ ~ N(0, I): fresh, amortized starts (no persistent chains).
     z0 = randn((cfg.num_chains, *nets.latent_shape), rng, batch.x.device)
     # 2. l_z JKO steps in hidden space on U(z) = ||z||²/2 − f(g(z)).
-    z = revise_z(des, gen, z0, cfg, rng, amp)
+    z = revise_z(des, gen, z0, cfg, rng, chain_amp)
     # 3. x̃ = g(z), optionally refined by l_D JKO steps in x (0 in the presets).
-    with torch.no_grad(), amp():
+    with torch.no_grad(), chain_amp():
         x_syn = gen(z).float()
     if cfg.des_steps:
-        x_syn = revise_x(des, x_syn, cfg, rng, amp)
+        x_syn = revise_x(des, x_syn, cfg, rng, chain_amp)
     # 4. θ: f learns from the chains' samples as negatives (exact for the image-space model),
     # its gap bounded in the units of the space the chains run in (hidden_gap_limit).
     loss, f_obs, f_syn = update_descriptor(nets.des, nets.opt_des, batch.x, x_syn, amp,
@@ -222,7 +222,7 @@ def ggcn_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> StepResul
     # One generator pass for both (one forward per backward under DDP).
     z_obs, stats = None, {}
     if cfg.ggcn_infer_steps:
-        z_obs = infer_warm(nets, batch, state, cfg, amp, rng, cfg.ggcn_infer_steps,
+        z_obs = infer_warm(nets, batch, state, cfg, chain_amp, rng, cfg.ggcn_infer_steps,
                            cfg.ggcn_infer_step)
     with amp():
         out = nets.gen(z0 if z_obs is None else torch.cat([z0, z_obs]))

@@ -601,7 +601,7 @@ def step_nets(s: Session) -> Nets:
     if cfg.cuda_graphs and s.device.type == "cuda" and cfg.algorithm != "abp":
         reviser = fast.GraphedRevision(des, ref_std=cfg.ref_std, steps=cfg.des_steps,
                                        step_size=cfg.des_step_size, noise=cfg.des_noise,
-                                       autocast=amp_context(cfg, s.device))
+                                       autocast=amp_context(cfg, s.device, "langevin"))
     return Nets(dist.wrap(des, s.device), dist.wrap(gen, s.device), s.nets.opt_des,
                 s.nets.opt_gen, s.nets.latent_shape, reviser)
 

@@ -90,3 +90,33 @@ def test_fast_options_do_not_split_runs(smoke_data, tmp_path):
     assert same_run(a, b)
     with pytest.raises(Exception, match="--compile must be"):
         resolve("smoke", data="-", compile="fast")
+
+
+def test_bf16_langevin_casts_the_chains_and_keeps_the_updates_float32(smoke_data):
+    """--amp bf16-langevin: the revised samples come from bf16 chains (near fp32's, not equal),
+    and both updates are the float32 updates on those samples, bit for bit (l_G = 0, as in the
+    paper's presets: the G2 update then reuses the fp32 generation, and no G1 chain draws noise)."""
+    import dataclasses
+    from coopnets.data import load_images
+    cfg = resolve("smoke", data=str(smoke_data), des_steps=3, gen_steps=0)
+    images = load_images(str(smoke_data), "auto", 0, False, 0, "", "")
+    x = images[:8].float() / 127.5 - 1
+
+    def step(cfg, reviser=None):
+        s = build_session(cfg, images, torch.device("cpu"))
+        nets = dataclasses.replace(step_nets(s), reviser=reviser)
+        r = coop_step(nets, Batch(x), {}, cfg, torch.Generator().manual_seed(5))
+        return r, [p.detach().clone() for m in s.modules for p in m.parameters()]
+
+    low, p_low = step(dataclasses.replace(cfg, amp="bf16-langevin"))
+    fp32, _ = step(cfg)
+    move = (fp32.samples["x_rev"] - fp32.samples["x_gen"]).pow(2).mean().sqrt()
+    err = (low.samples["x_rev"] - fp32.samples["x_rev"]).pow(2).mean().sqrt()
+    assert 0 < err < 0.05 * move  # the chains ran in bf16, and stayed near the fp32 chains
+    torch.testing.assert_close(low.samples["x_gen"], fp32.samples["x_gen"], rtol=0, atol=0)
+    # The same fp32 step, its chains replaced by the bf16 chains' result: the same parameters.
+    _, p_replayed = step(cfg, reviser=lambda x0, rng: low.samples["x_rev"])
+    for a, b in zip(p_low, p_replayed):
+        assert torch.equal(a, b)
+    with pytest.raises(Exception, match="--amp must be one of none, bf16, bf16-langevin"):
+        resolve("smoke", data="-", amp="fp16")
