@@ -8,7 +8,7 @@
 # Stages, each under its own time limit so that one slow stage cannot take the others' results
 # with it; everything goes to $OUT (at most 8 files come back):
 #   1. install (pip --no-deps -e .; the device's own CUDA torch stays) and the whole test suite
-#   2. bench_step on cifar10: eager / CUDA graphs / bf16 at 100 and 400 chains (issue 10)
+#   2. bench_step on cifar10: eager / CUDA graphs / bf16 / bf16-langevin at 100 and 400 chains (issue 10)
 #   3. the `mnist` preset at its defaults (the paper's nets and rates, the default gap limit)
 #      for 150 s, then Table 2's Parzen of where it got to. The paper's loss diverged at step
 #      10,876 of 25,000 on an H100; the full schedule needs more device time than a session has
@@ -60,7 +60,7 @@ stage versions 30 "$PY" -c "import torch, coopnets; print('coopnets', coopnets._
 'torch', torch.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name())"
 stage tests "${GPU_CHECK_TESTS_S:-120}" "$PY" -m pytest -q -p no:cacheprovider
 stage bench-step "${GPU_CHECK_BENCH_S:-60}" "$PY" benchmarks/bench_step.py --device "$DEVICE" \
-  --presets cifar10 --chains 100 400 --modes eager graphs bf16 --repeats 5
+  --presets cifar10 --chains 100 400 --modes eager graphs bf16 bf16-langevin --repeats 5
 stage mnist "${GPU_CHECK_MNIST_S:-150}" "$PY" -m coopnets train --preset mnist \
   --data .gpu/mnist.npz --device "$DEVICE" --cuda-graphs true --run-dir "$RUNS/mnist" --progress false \
   ${GPU_CHECK_MNIST_STEPS:+--steps $GPU_CHECK_MNIST_STEPS}
