@@ -125,7 +125,7 @@ def _revise(nets, x, cfg, amp, rng):
         return nets.reviser(x, rng)
     des = nets.des
     return revise(unwrap(des), x, ref_std=cfg.ref_std, steps=cfg.des_steps,
-                  step_size=cfg.des_step_size, noise=cfg.des_noise, rng=rng, autocast=amp)
+                  step_size=cfg.des_step_size, noise=cfg.des_noise_level, rng=rng, autocast=amp)
 
 
 def update_descriptor(des, opt, x_obs, x_syn, amp, limit: float = 0.0, shape: str = "quadratic"):

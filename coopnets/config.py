@@ -52,6 +52,8 @@ class Config:
     des_step_size: float = 0.002  # δ
     ref_std: float = 0.016  # s, std of the descriptor's Gaussian reference q(x) = N(0, s²I)
     des_noise: bool = True
+    # The Langevin noise as c δ U instead of δ U (c < 1 samples the tempered p^(1/c²); 1 is D1)
+    des_noise_scale: float = 1.0
     des_lr: float = 0.01
     des_beta1: float = 0.5
     des_beta2: float = 0.999  # Adam's second-moment decay
@@ -149,7 +151,8 @@ class Config:
         for name in ("des_steps", "gen_steps", "image_size", "crop_size", "sample_every",
                      "ckpt_every", "snapshot_every", "frames", "frame_start", "crop_frames"):
             need(getattr(self, name) >= 0, f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
-        for name in ("des_step_size", "ref_std", "gen_step_size", "residual_std", "des_lr", "gen_lr"):
+        for name in ("des_step_size", "ref_std", "gen_step_size", "residual_std", "des_lr", "gen_lr",
+                     "des_noise_scale"):
             need(getattr(self, name) > 0, f"--{_flag(name)} must be positive, got {getattr(self, name)}")
         need(self.des_gap_limit >= 0, f"--des-gap-limit must be >= 0, got {self.des_gap_limit}")
         need(self.des_gap_shape in GAP_SHAPES,
@@ -162,6 +165,11 @@ class Config:
         for name in ("des_beta1", "gen_beta1", "des_beta2", "gen_beta2"):
             need(0 <= getattr(self, name) < 1, f"--{_flag(name)} must be in [0, 1), got {getattr(self, name)}")
         return self
+
+    @property
+    def des_noise_level(self) -> float:
+        """The descriptor chains' noise scale c (δ c U per step): 0 without noise."""
+        return self.des_noise_scale if self.des_noise else 0.0
 
 
 # Fields that do not change what a run computes: a changed value still resumes the run.

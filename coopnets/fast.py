@@ -36,7 +36,7 @@ def compile_module(module: torch.nn.Module, backend: str) -> torch.nn.Module:
 
 
 def revision_body(descriptor, x: torch.Tensor, noise: torch.Tensor, *, ref_std: float,
-                  step_size: float, autocast=None) -> torch.Tensor:
+                  step_size: float, autocast=None, noise_scale: float = 1.0) -> torch.Tensor:
     """``len(noise)`` Langevin steps of x under p(x; θ) with the noise given (one slice of the
     shape of x per step). This is the function a CUDA graph captures; on any device it equals
     ``revise`` when ``noise`` holds the draws ``revise`` would make."""
@@ -46,7 +46,7 @@ def revision_body(descriptor, x: torch.Tensor, noise: torch.Tensor, *, ref_std: 
     for t in range(len(noise)):
         x = x.detach().requires_grad_(True)
         (grad,) = torch.autograd.grad(log_prob(x).sum(), x)
-        x = langevin_update(x.detach(), grad, half_sq, noise[t], step_size)
+        x = langevin_update(x.detach(), grad, half_sq, noise[t], step_size * noise_scale)
     return x.detach()
 
 
@@ -65,7 +65,7 @@ class GraphedRevision:
     """
 
     def __init__(self, descriptor, *, ref_std: float, steps: int, step_size: float,
-                 noise: bool = True, autocast=None):
+                 noise: bool | float = True, autocast=None):
         self.des, self.ref_std, self.steps = descriptor, ref_std, steps
         self.step_size, self.noise, self.autocast = step_size, noise, autocast
         self.graphs: dict = {}
@@ -77,7 +77,7 @@ class GraphedRevision:
 
     def _body(self, x, noise):
         return revision_body(self.des, x, noise, ref_std=self.ref_std, step_size=self.step_size,
-                             autocast=self.autocast)
+                             autocast=self.autocast, noise_scale=float(self.noise) or 1.0)
 
     def _capture(self, x: torch.Tensor, noise: torch.Tensor):
         static_x, static_noise = x.clone(), noise.clone()

@@ -21,28 +21,30 @@ from .seeding import randn
 
 
 def langevin(log_prob: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, n_steps: int,
-             step_size: float, noise: bool = True, generator=None) -> torch.Tensor:
+             step_size: float, noise: bool | float = True, generator=None) -> torch.Tensor:
     """Run ``n_steps`` of Langevin dynamics on ``x`` under ``log_prob`` (returns (B,) values).
 
     Returns the final state, detached. ``generator`` (torch.Generator or ExampleRNG) seeds
-    the noise; ``noise=False`` gives gradient ascent on log p with step δ²/2.
+    the noise; ``noise=False`` gives gradient ascent on log p with step δ²/2; a float c scales
+    the noise to c δ U, which samples the tempered density p^(1/c²) (c = 1 is p itself).
     """
     x = x.detach().clone()
-    half_sq = 0.5 * step_size * step_size
+    half_sq, scale = 0.5 * step_size * step_size, float(noise)
     for _ in range(n_steps):
         x.requires_grad_(True)
         (grad,) = torch.autograd.grad(log_prob(x).sum(), x)
-        u = randn(x.shape, generator, x.device) if noise else None
-        x = langevin_update(x.detach(), grad, half_sq, u, step_size)
+        u = randn(x.shape, generator, x.device) if scale else None
+        x = langevin_update(x.detach(), grad, half_sq, u, step_size * scale)
     return x
 
 
-def langevin_update(x: torch.Tensor, grad: torch.Tensor, half_sq: float, u, step_size: float):
-    """One update x + (δ²/2) grad + δ u in place on x (u = None: no noise). The eager loop and
-    the CUDA-graphed one (coopnets.fast) share it, so they compute the same numbers."""
+def langevin_update(x: torch.Tensor, grad: torch.Tensor, half_sq: float, u, noise_std: float):
+    """One update x + (δ²/2) grad + σ_u u in place on x (u = None: no noise; σ_u = δ times the
+    noise scale). The eager loop and the CUDA-graphed one (coopnets.fast) share it, so they
+    compute the same numbers."""
     x.add_(grad, alpha=half_sq)
     if u is not None:
-        x.add_(u, alpha=step_size)
+        x.add_(u, alpha=noise_std)
     return x
 
 
@@ -75,7 +77,7 @@ def generator_log_posterior(generator, x: torch.Tensor, residual_std: float, mas
 
 
 def revise(descriptor, x: torch.Tensor, *, ref_std: float, steps: int, step_size: float,
-           noise: bool = True, rng=None, autocast=None) -> torch.Tensor:
+           noise: bool | float = True, rng=None, autocast=None) -> torch.Tensor:
     """Descriptor revision (step D1): ``steps`` Langevin steps of x under p(x; θ). This is how
     every part of coopnets turns generated (or reference) images into descriptor samples."""
     return langevin(descriptor_log_prob(descriptor, ref_std, autocast), x, steps, step_size,

@@ -55,7 +55,7 @@ def prox_step_bound(step_size: float, ref_std: float | None = None, lipschitz: f
 
 
 def jko(log_prob: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, n_steps: int,
-        step_size: float, noise: bool = True, generator=None, *, inner_steps: int = 3,
+        step_size: float, noise: bool | float = True, generator=None, *, inner_steps: int = 3,
         inner_step_size: float | None = None, prox: str = "iterative",
         ref_std: float | None = None) -> torch.Tensor:
     """``n_steps`` JKO particle steps of time τ = δ²/2 (δ = ``step_size``) under ``log_prob``.
@@ -93,7 +93,7 @@ def jko(log_prob: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, n_ste
         else:
             x = _iterative_prox(grad_log_prob, x, tau, eta, inner_steps)
         if noise:
-            x.add_(randn(x.shape, generator, x.device), alpha=step_size)
+            x.add_(randn(x.shape, generator, x.device), alpha=step_size * float(noise))
     return x
 
 
@@ -115,7 +115,7 @@ def _iterative_prox(grad_log_prob, x, tau: float, eta: float, inner_steps: int) 
 
 def jko_revise(descriptor, x: torch.Tensor, *, ref_std: float, steps: int, step_size: float,
                inner_steps: int = 3, inner_step_size: float | None = None,
-               prox: str = "iterative", noise: bool = True, rng=None, autocast=None):
+               prox: str = "iterative", noise: bool | float = True, rng=None, autocast=None):
     """The JKO counterpart of ``revise``: ``steps`` particle steps of x under p(x; θ)."""
     return jko(descriptor_log_prob(descriptor, ref_std, autocast), x, steps, step_size, noise,
                rng, inner_steps=inner_steps, inner_step_size=inner_step_size, prox=prox,
@@ -141,7 +141,7 @@ def _jko_kw(cfg) -> dict:
 def revise_x(des, x, cfg, rng, amp=None, steps=None):
     """x-space JKO chains with the run's settings (wGCN's D1, GGCN's optional refinement)."""
     return jko_revise(des, x, ref_std=cfg.ref_std, steps=cfg.des_steps if steps is None else steps,
-                      step_size=cfg.des_step_size, noise=cfg.des_noise, rng=rng, autocast=amp,
+                      step_size=cfg.des_step_size, noise=cfg.des_noise_level, rng=rng, autocast=amp,
                       **_jko_kw(cfg))
 
 

@@ -32,7 +32,7 @@ def _decode(gen, z):
 
 
 def sample_batch(des, gen, indices, *, mode, seed, latent_shape, image_shape, ref_std,
-                 des_steps, des_step_size, des_noise=True, device="cpu") -> torch.Tensor:
+                 des_steps, des_step_size, des_noise: bool | float = True, device="cpu") -> torch.Tensor:
     """Samples for the given example indices; nets in eval mode. Returns (B, C, H, W)."""
     rng = ExampleRNG(seed, indices, device)
     if mode in ("gen", "revise"):
@@ -91,7 +91,7 @@ def generate(run_or_ckpt, n: int, mode: str = "gen", seed: int = 0, batch_size: 
         else:
             x = sample_batch(des, gen, idx, mode=mode, seed=seed, latent_shape=latent_shape,
                              image_shape=image_shape, ref_std=cfg.ref_std, des_steps=steps,
-                             des_step_size=cfg.des_step_size, des_noise=cfg.des_noise, device=dev)
+                             des_step_size=cfg.des_step_size, des_noise=cfg.des_noise_level, device=dev)
         out.append(x.cpu())
         bar.update(len(idx))
     bar.close()

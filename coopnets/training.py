@@ -520,7 +520,7 @@ def save_progress(s: Session, run_dir: Path, step: int) -> None:
     if cfg.algorithm == "coop":
         rng = ExampleRNG(stream_seed(cfg.seed, "grid_revision"), range(len(s.fixed_z)), s.device)
         x_rev = revise(des, x_gen, ref_std=cfg.ref_std, steps=cfg.des_steps,
-                       step_size=cfg.des_step_size, noise=cfg.des_noise, rng=rng)
+                       step_size=cfg.des_step_size, noise=cfg.des_noise_level, rng=rng)
         _save_samples(x_rev, run_dir / f"samples-rev-{tag}.png")
     elif cfg.algorithm == "ggcn":  # the hidden-space chains from the fixed latents, decoded
         rng = ExampleRNG(stream_seed(cfg.seed, "grid_revision"), range(len(s.fixed_z)), s.device)
@@ -600,7 +600,7 @@ def step_nets(s: Session) -> Nets:
     reviser = None
     if cfg.cuda_graphs and s.device.type == "cuda" and cfg.algorithm != "abp":
         reviser = fast.GraphedRevision(des, ref_std=cfg.ref_std, steps=cfg.des_steps,
-                                       step_size=cfg.des_step_size, noise=cfg.des_noise,
+                                       step_size=cfg.des_step_size, noise=cfg.des_noise_level,
                                        autocast=amp_context(cfg, s.device, "langevin"))
     return Nets(dist.wrap(des, s.device), dist.wrap(gen, s.device), s.nets.opt_des,
                 s.nets.opt_gen, s.nets.latent_shape, reviser)

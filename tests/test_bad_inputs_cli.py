@@ -65,6 +65,9 @@ def cases(d: Path, run: Path):
     yield "--run-dir a file", train + forty + ["--run-dir", str(d / "a-file")], 2, "is a file"
     yield "--run-dir another run", train + forty + ["--run-dir", str(run), "--algorithm", "abp"], \
         2, "different configuration"
+    yield "--des-noise-scale 0", train + forty + ["--des-noise-scale", "0"], 2, \
+        "--des-noise-scale must be positive"
+    yield "--amp fp16", train + forty + ["--amp", "fp16"], 2, "--amp must be one of none, bf16"
     yield "--batch-size 1000 on 40", train + forty + ["--batch-size", "1000"], 2, \
         "more than the 40 training images"
     for flag, value, text in (("--nrow", "-2", "--nrow must be positive"),

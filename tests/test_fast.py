@@ -118,5 +118,3 @@ def test_bf16_langevin_casts_the_chains_and_keeps_the_updates_float32(smoke_data
     _, p_replayed = step(cfg, reviser=lambda x0, rng: low.samples["x_rev"])
     for a, b in zip(p_low, p_replayed):
         assert torch.equal(a, b)
-    with pytest.raises(Exception, match="--amp must be one of none, bf16, bf16-langevin"):
-        resolve("smoke", data="-", amp="fp16")

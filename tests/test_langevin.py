@@ -41,6 +41,21 @@ def test_linear_descriptor_reaches_gaussian_mean_and_variance():
     _check_moments(x, s ** 2 * theta, torch.full((4,), s ** 2 / (1 - eps / 2)), n)
 
 
+def test_scaled_noise_samples_the_tempered_gaussian():
+    """Noise c δ U instead of δ U: the chain keeps the mean and its stationary variance is c²
+    times the c = 1 one, i.e. it samples p^(1/c²) (N(μ, c² s²) for this Gaussian)."""
+    s, delta, n, c = 0.5, 0.1, 20000, 0.4
+    theta = torch.tensor([1.0, -2.0, 0.5, 3.0])
+    log_prob = descriptor_log_prob(Linear(theta), s)
+    x = langevin(log_prob, torch.zeros(n, 4), 400, delta, noise=c,
+                 generator=torch.Generator().manual_seed(0))
+    eps = delta ** 2 / (2 * s ** 2)
+    _check_moments(x, s ** 2 * theta, torch.full((4,), c ** 2 * s ** 2 / (1 - eps / 2)), n)
+    one = langevin(log_prob, torch.zeros(8, 4), 5, delta, noise=1.0, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(one, langevin(log_prob, torch.zeros(8, 4), 5, delta, noise=True,
+                                     generator=torch.Generator().manual_seed(1)))
+
+
 def test_zero_energy_reaches_reference_distribution():
     s, delta, n = 0.3, 0.05, 20000
 

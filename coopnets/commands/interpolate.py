@@ -57,7 +57,7 @@ def run(args) -> int:
     k = args.steps
     x = interpolate(gen, z0, z1, k, args.mode, descriptor=des if args.revise else None,
                     revise_steps=cfg.des_steps, ref_std=cfg.ref_std, step_size=cfg.des_step_size,
-                    noise=cfg.des_noise, seed=args.seed)  # (rows, k, C, H, W)
+                    noise=cfg.des_noise_level, seed=args.seed)  # (rows, k, C, H, W)
     ncol = k
     if args.between:  # show the given images at both ends of the row
         x, ncol = torch.cat([ends[:1, None], x, ends[1:, None]], 1), k + 2
