@@ -152,7 +152,8 @@ def bench(preset, chains, modes, repeats, device, peaks, port) -> list[dict]:
     for mode in modes:
         if "graphs" in mode and torch.device(device).type != "cuda":
             continue
-        cfg = dataclasses.replace(base, amp=mode) if mode.startswith("bf16") else base
+        # each mode's own precision (a preset's amp, e.g. mnist-table2-cpu's, is not the baseline)
+        cfg = dataclasses.replace(base, amp=mode if mode.startswith("bf16") else "none")
         nets, plain = make_nets(cfg, channels, size, device, mode)
         rng = torch.Generator(device).manual_seed(1)
         step = lambda: coop_step(nets, Batch(x_obs), {}, cfg, rng)  # noqa: E731
