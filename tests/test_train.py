@@ -171,7 +171,8 @@ def test_a_blow_up_does_not_overwrite_the_last_healthy_checkpoint(tmp_path, digi
     def step_with_moves(*a, **k):
         r = real(*a, **k)
         calls.append(None)
-        return r._replace(stats={**r.stats, "langevin_move": moves.get(len(calls), 0.1)})
+        # f_gap held level: the smoke run's own gap grows ~2.5x a step in its first steps
+        return r._replace(stats={**r.stats, "langevin_move": moves.get(len(calls), 0.1), "f_gap": 1.0})
 
     monkeypatch.setitem(train_mod.STEPS, "coop", step_with_moves)
     watch = train_mod.MoveWatch
