@@ -351,10 +351,12 @@ class MoveWatch:
     keeps the last healthy state; a passing spike only delays the next checkpoint. Runs
     without these stats (Algorithm G) and the first ``window`` steps after a (re)start are not
     gated. (|f_gap| of a healthy run swings more than the move, hence the wider factor: the
-    largest of 200 half-normal draws is about 4x their median.) Each median is over the steps of
-    intervals in which that quantity passed: a held-back interval's values stay out, so a blow-up that
-    lasts longer than half the window does not become the norm it is judged by (measured:
-    texture-224-cpu at 4,000 steps, whose move sat at 2.4 from step 650 and passed at 750).
+    largest of 200 half-normal draws is about 4x their median.) The move's median is over the
+    intervals whose move passed: a blown-up move stays out, so a blow-up that lasts longer than
+    half the window does not become the norm it is judged by (measured: texture-224-cpu at
+    4,000 steps, whose move sat at 2.4 from step 650 and passed at 750). The gap's median
+    follows every step: frozen, it locked a healthy run out of checkpoints for good once its
+    gap settled at the limit G (the same preset at --gen-lr 5e-4, from step 800).
     """
 
     def __init__(self, window: int = 200, factor: float = 4.0, gap_factor: float = 10.0):
@@ -394,10 +396,13 @@ class MoveWatch:
         why = []
         for k, label in (("langevin_move", "the Langevin move"), ("f_gap", "|f(data) - f(syn)|")):
             peak, med = s[f"{k}.peak"], s[f"{k}.median"]
-            if s[f"{k}.full"] >= 1 and med > 0 and peak > self.factors[k] * med:
+            high = s[f"{k}.full"] >= 1 and med > 0 and peak > self.factors[k] * med
+            if high:
                 why.append(f"{label} reached {peak:.3g}, {peak / med:.1f}x its median {med:.3g} "
-                           f"over the last {self.window} healthy steps")
-            else:  # only the quantity that held the checkpoint back keeps its interval out
+                           f"over the last {self.window} steps")
+            # The move's median is over its healthy intervals only; the gap's follows every
+            # step, since a healthy gap may settle at a new level (at the limit G, say).
+            if not (high and k == "langevin_move"):
                 self.series[k].extend(self.recent[k])
             self.recent[k].clear()
         return " and ".join(why)

@@ -300,9 +300,9 @@ def test_a_drifting_run_holds_its_checkpoint_back_on_f_gap_as_well_as_the_move()
 
 
 def test_a_blow_up_longer_than_half_the_window_is_still_held_back():
-    """The medians are of the intervals that passed: a blow-up that fills most of the window
-    does not become the norm it is judged by (texture-224-cpu at 4,000 steps: its move sat at
-    2.4 from step 650 and, judged against a window full of itself, passed at step 750)."""
+    """The move's median is of the intervals whose move passed: a blow-up that fills most of
+    the window does not become the norm it is judged by (texture-224-cpu at 4,000 steps: its
+    move sat at 2.4 from step 650 and, judged against a window full of itself, passed at 750)."""
     watch = MoveWatch(window=6, factor=4.0, gap_factor=10.0)
     for _ in range(6):
         watch.add({"langevin_move": 0.1, "f_gap": 1.0})
@@ -311,9 +311,21 @@ def test_a_blow_up_longer_than_half_the_window_is_still_held_back():
         watch.add({"langevin_move": 2.4, "f_gap": 50.0})
         watch.add({"langevin_move": 2.3, "f_gap": 40.0})
         assert "2.4, 24.0x its median 0.1" in watch.verdict(), interval
-    watch.add({"langevin_move": 0.12, "f_gap": 1.1})
+    watch.add({"langevin_move": 0.12, "f_gap": 45.0})
     assert watch.verdict() == ""  # back to health: checkpoints resume
     assert max(watch.moves) == 0.12
+    # The gap is judged against every step: one that settles at a new level (at the limit G,
+    # with a normal move) holds checkpoints back only until the window has followed it.
+    watch = MoveWatch(window=6, factor=4.0, gap_factor=10.0)
+    for _ in range(6):
+        watch.add({"langevin_move": 0.1, "f_gap": 1.0})
+    assert watch.verdict() == ""
+    verdicts = []
+    for _ in range(4):
+        watch.add({"langevin_move": 0.1, "f_gap": 60.0})
+        watch.add({"langevin_move": 0.1, "f_gap": 60.0})
+        verdicts.append(watch.verdict())
+    assert "|f(data) - f(syn)| reached 60" in verdicts[0] and verdicts[-1] == ""
 
 
 # bad input that used to crash --------------------------------------------------------------------
