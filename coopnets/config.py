@@ -172,9 +172,9 @@ class Config:
         return self.des_noise_scale if self.des_noise else 0.0
 
 
-# Fields that do not change what a run computes: a changed value still resumes the run.
 AMP_MODES = ("none", "bf16", "bf16-langevin")
 
+# Fields that do not change what a run computes: a changed value still resumes the run.
 RESUME_IGNORES = {"steps", "log_every", "sample_every", "ckpt_every", "snapshot_every",
                   "progress", "device", "outdir", "channels_last", "compile", "cuda_graphs",
                   "tf32", "gen_ema"}  # the average is kept beside training; it changes none of it
