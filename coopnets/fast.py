@@ -77,7 +77,7 @@ class GraphedRevision:
 
     def _body(self, x, noise):
         return revision_body(self.des, x, noise, ref_std=self.ref_std, step_size=self.step_size,
-                             autocast=self.autocast, noise_scale=float(self.noise) or 1.0)
+                             autocast=self.autocast, noise_scale=float(self.noise))
 
     def _capture(self, x: torch.Tensor, noise: torch.Tensor):
         static_x, static_noise = x.clone(), noise.clone()

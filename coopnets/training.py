@@ -361,7 +361,7 @@ class MoveWatch:
 
     def __init__(self, window: int = 200, factor: float = 4.0, gap_factor: float = 10.0):
         self.series = {"langevin_move": deque(maxlen=window), "f_gap": deque(maxlen=window)}
-        self.recent = {k: [] for k in self.series}  # since the last verdict
+        self.recent: list = []  # the moves since the last verdict, kept out until it passes
         self.factors = {"langevin_move": factor, "f_gap": gap_factor}
         self.window, self.peaks = window, {"langevin_move": 0.0, "f_gap": 0.0}
 
@@ -369,20 +369,15 @@ class MoveWatch:
     def moves(self) -> deque:
         return self.series["langevin_move"]
 
-    def last(self, key: str) -> list:
-        """The last ``window`` values of ``key`` that count: the passed ones and those since
-        the last verdict."""
-        return (list(self.series[key]) + self.recent[key])[-self.window:]
-
     def add(self, stats: dict) -> None:
-        for k, values in self.recent.items():
+        for k, values in self.series.items():
             v = stats.get(k)
             if v is not None and math.isfinite(v):
-                values.append(abs(v))
+                (self.recent if k == "langevin_move" else values).append(abs(v))
                 self.peaks[k] = max(self.peaks[k], abs(v))
-                if len(values) > self.window:  # no verdicts (no checkpoints): keep the window
-                    self.series[k].extend(values)
-                    values.clear()
+        if len(self.recent) > self.window:  # no verdicts (no checkpoints): keep the window
+            self.moves.extend(self.recent)
+            self.recent.clear()
 
     def verdict(self) -> str:
         """"" if a checkpoint may be written now, else why not (the same on every process)."""
@@ -402,9 +397,9 @@ class MoveWatch:
                            f"over the last {self.window} steps")
             # The move's median is over its healthy intervals only; the gap's follows every
             # step, since a healthy gap may settle at a new level (at the limit G, say).
-            if not (high and k == "langevin_move"):
-                self.series[k].extend(self.recent[k])
-            self.recent[k].clear()
+            if k == "langevin_move" and not high:
+                self.moves.extend(self.recent)
+        self.recent.clear()
         return " and ".join(why)
 
 
@@ -468,7 +463,7 @@ def stall(s: Session, mon: Monitor) -> str:
     of the last window of steps is at G or above and the generator's samples are all alike.
     Measured (docs/results.md "Stability"): mnist-cpu --gen-lr 1e-3 stalled with the gap at
     1.00 G and a per-pixel std over samples of 0.033; healthy runs 0.2..0.56."""
-    gaps = mon.watch.last("f_gap")
+    gaps = mon.watch.series["f_gap"]
     cfg = s.cfg
     if (cfg.algorithm != "coop" or cfg.des_gap_limit <= 0 or cfg.des_gap_shape != "quadratic"
             or len(gaps) < mon.watch.window):
