@@ -2,7 +2,8 @@
 
     {"config": dict, "step": int, "arch_version": int, "channels": int, "image_size": int,
      "descriptor": state_dict, "generator": state_dict, "opt_des": ..., "opt_gen": ...,
-     "rng": [ByteTensor per process], "rng_device": "cpu" | "cuda", "state": {tensors}}
+     "rng": [ByteTensor per process], "rng_device": "cpu" | "cuda", "state": {tensors},
+     "watch": {"langevin_move": [floats], "f_gap": [floats]}}   # the divergence check's window
 
 ``latest.pt`` in a run folder is what resuming and sampling read. Every tensor is loaded on
 the CPU (RNG states must stay there); callers move networks and state to their device, which

@@ -348,15 +348,18 @@ class MoveWatch:
     anything is NaN or above MAX_MOVE. A checkpoint is written only if the largest move since
     the previous one is at most ``factor`` times the median move of the last ``window`` steps
     and the largest |f_gap| at most ``gap_factor`` times its median, so that ``latest.pt``
-    keeps the last healthy state; a passing spike only delays the next checkpoint. Runs
-    without these stats (Algorithm G) and the first ``window`` steps after a (re)start are not
-    gated. (|f_gap| of a healthy run swings more than the move, hence the wider factor: the
-    largest of 200 half-normal draws is about 4x their median.) The move's median is over the
-    intervals whose move passed: a blown-up move stays out, so a blow-up that lasts longer than
-    half the window does not become the norm it is judged by (measured: texture-224-cpu at
-    4,000 steps, whose move sat at 2.4 from step 650 and passed at 750). The gap's median
-    follows every step: frozen, it locked a healthy run out of checkpoints for good once its
-    gap settled at the limit G (the same preset at --gen-lr 5e-4, from step 800).
+    keeps the last healthy state; a passing spike only delays the next checkpoint. (|f_gap| of
+    a healthy run swings more than the move, hence the wider factor: the largest of 200
+    half-normal draws is about 4x their median.) Runs without these stats (Algorithm G) and
+    the first ``window`` steps of a run are not gated. A resumed run judges by the window its
+    checkpoint saved (``state_dict``): before, the ``window`` steps after a restart were
+    ungated, and a texture-224-cpu replay resumed at step 862 wrote its blown-up step 868 to
+    ``latest.pt``. The move's median is over the intervals whose move passed: a blown-up move
+    stays out, so a blow-up that lasts longer than half the window does not become the norm it
+    is judged by (measured: texture-224-cpu at 4,000 steps, whose move sat at 2.4 from step
+    650 and passed at 750). The gap's median follows every step: frozen, it locked a healthy
+    run out of checkpoints for good once its gap settled at the limit G (the same preset at
+    --gen-lr 5e-4, from step 800).
     """
 
     def __init__(self, window: int = 200, factor: float = 4.0, gap_factor: float = 10.0):
@@ -368,6 +371,16 @@ class MoveWatch:
     @property
     def moves(self) -> deque:
         return self.series["langevin_move"]
+
+    def state_dict(self) -> dict:
+        """The judged window, for a checkpoint: the healthy moves and every gap, oldest first."""
+        return {k: list(values) for k, values in self.series.items()}
+
+    def load_state_dict(self, state: dict | None) -> None:
+        """Continue from a checkpoint's window (None: a checkpoint saved before it had one)."""
+        for k, values in (state or {}).items():
+            if k in self.series:
+                self.series[k].extend(float(v) for v in values)
 
     def add(self, stats: dict) -> None:
         for k, values in self.series.items():
@@ -444,7 +457,7 @@ def write_checkpoint(s: Session, run_dir: Path, step: int, mon: Monitor) -> None
     if s.ema is not None:
         recalibrate_batchnorm(s.ema, s.calib_z, s.cfg.num_chains)
     check_generator(s, step, run_dir, mon.last_ckpt)
-    obj = checkpoint_dict(s, step)
+    obj = {**checkpoint_dict(s, step), "watch": mon.watch.state_dict()}
     if dist.is_main():
         save_checkpoint(obj, run_dir / LATEST)
         if s.cfg.snapshot_every and step % s.cfg.snapshot_every == 0:
@@ -717,6 +730,8 @@ def train(cfg: Config, run_dir: str | Path | None = None, new_run: bool = False)
         log.text(f"note: {note}")
     mon, step_fn = Monitor(run_dir), STEPS[cfg.algorithm]
     mon.last_ckpt = start or None
+    if start:
+        mon.watch.load_state_dict(ckpt.get("watch"))
     nets = step_nets(s)
     if (why := fast.describe(cfg, device)):
         log.text(f"fast path: {why}")

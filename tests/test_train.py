@@ -185,6 +185,39 @@ def test_a_blow_up_does_not_overwrite_the_last_healthy_checkpoint(tmp_path, digi
     assert "step 7: checkpoint held back" in log and "step 9: checkpoint held back" in log
 
 
+def test_a_blow_up_just_after_a_resume_is_held_back_too(tmp_path, digits_npz, monkeypatch):
+    """The window the move is judged by is saved in the checkpoint: a run resumed one step
+    before a blow-up holds the blown-up step back, as the uninterrupted run would (before,
+    the steps after a restart were ungated and latest.pt took the spike)."""
+    real = train_mod.STEPS["coop"]
+    calls = []
+
+    def step_with_moves(*a, **k):
+        r = real(*a, **k)
+        calls.append(None)
+        move = {9: 1.0, 10: float("nan")}.get(len(calls), 0.1)
+        return r._replace(stats={**r.stats, "langevin_move": move, "f_gap": 1.0})
+
+    monkeypatch.setitem(train_mod.STEPS, "coop", step_with_moves)
+    watch = train_mod.MoveWatch
+    monkeypatch.setattr(train_mod, "MoveWatch", lambda: watch(window=6, factor=4.0))
+    run = train(cfg_for(digits_npz, tmp_path, steps=8))  # eight calm steps, then a restart
+    saved = load_checkpoint(run)["watch"]
+    assert saved["langevin_move"] == pytest.approx([0.1] * 6) and saved["f_gap"] == [1.0] * 6
+    with pytest.raises(TrainingDiverged, match=r"diverged at step 10 .*step 8"):
+        train(cfg_for(digits_npz, tmp_path, steps=12))
+    assert load_checkpoint(run)["step"] == 8  # step 9, the spike, was held back
+    assert "step 9: checkpoint held back" in (run / "log.txt").read_text()
+    # a checkpoint written before the window was saved resumes as before: ungated at first
+    ckpt = load_checkpoint(run)
+    del ckpt["watch"]
+    save_checkpoint(ckpt, run / LATEST)
+    calls.clear()
+    calls.extend([None] * 8)  # the next call is step 9: the spike again, then the NaN
+    with pytest.raises(TrainingDiverged, match=r"diverged at step 10 .*step 9"):
+        train(cfg_for(digits_npz, tmp_path, steps=12))
+
+
 def test_runs_saved_with_the_old_field_names_still_load_and_resume(tmp_path, digits_npz):
     """des_refsig/gen_refsig became ref_std (s) and residual_std (σ): an old config.json and an
     old checkpoint still load, resume and sample."""
