@@ -128,23 +128,46 @@ def _revise(nets, x, cfg, amp, rng):
                   step_size=cfg.des_step_size, noise=cfg.des_noise_level, rng=rng, autocast=amp)
 
 
-def update_descriptor(des, opt, x_obs, x_syn, amp, limit: float = 0.0, shape: str = "quadratic"):
-    """D2: one pass over the observed and synthesized examples together (independent rows).
-    Returns the loss and the scores f(x_i), f(x̃_j), detached."""
+def slope_penalty(f_syn: torch.Tensor, x_syn: torch.Tensor, weight: float, ref_std: float):
+    """(penalty, u): ``weight`` · (P/s²) · mean_j (u_j − 1)⁺² and the slopes u_j = s² · RMS over
+    the P pixels of ∂f(x̃_j)/∂x̃_j, the descriptor's slope at each revised sample in units of the
+    reference's largest pull inside the image range (|x|/s² at |x| = 1). Differentiable in the
+    descriptor's parameters (a second backward pass); ``x_syn`` must require grad."""
+    (grad,) = torch.autograd.grad(f_syn.float().sum(), x_syn, create_graph=True)
+    var = ref_std * ref_std
+    # the clamp keeps the gradient finite where a sample's slope is exactly 0 (sqrt'(0) = inf)
+    u = var * grad.flatten(1).pow(2).mean(1).clamp(min=1e-30).sqrt()
+    return weight * grad[0].numel() / var * (u - 1).clamp(min=0).pow(2).mean(), u.detach()
+
+
+def update_descriptor(des, opt, x_obs, x_syn, amp, limit: float = 0.0, shape: str = "quadratic",
+                      slope: float = 0.0, ref_std: float = 1.0):
+    """D2: one pass over the observed and synthesized examples together (independent rows),
+    with ``slope`` > 0 the slope penalty at x̃ (``slope_penalty``). Returns the loss, the scores
+    f(x_i), f(x̃_j), detached, and the slopes u_j (None without the penalty)."""
+    if slope > 0:
+        x_syn = x_syn.detach().requires_grad_(True)
     with amp():
         f = des(torch.cat([x_obs, x_syn]))
     f_obs, f_syn = f[: len(x_obs)], f[len(x_obs):]
-    loss = descriptor_loss(f_obs, f_syn, limit, shape)
+    loss, u = descriptor_loss(f_obs, f_syn, limit, shape), None
+    total = loss
+    if slope > 0:
+        penalty, u = slope_penalty(f_syn, x_syn, slope, ref_std)
+        total = loss + penalty
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    total.backward()
     opt.step()
-    return loss.detach(), f_obs.detach(), f_syn.detach()
+    return loss.detach(), f_obs.detach(), f_syn.detach(), u
 
 
-def _update_descriptor(des, opt, x_obs, x_syn, amp, limit: float = 0.0,
-                       shape: str = "quadratic") -> dict:
-    loss, f_obs, f_syn = update_descriptor(des, opt, x_obs, x_syn, amp, limit, shape)
-    return {"des_loss": loss, "f_gap": f_obs.mean() - f_syn.mean()}
+def _update_descriptor(des, opt, x_obs, x_syn, amp, cfg) -> dict:
+    loss, f_obs, f_syn, u = update_descriptor(des, opt, x_obs, x_syn, amp, gap_limit(cfg, x_obs),
+                                              cfg.des_gap_shape, cfg.des_slope_penalty, cfg.ref_std)
+    stats = {"des_loss": loss, "f_gap": f_obs.mean() - f_syn.mean()}
+    if u is not None:
+        stats["des_slope"] = u.mean()
+    return stats
 
 
 def _infer_z(gen, x, z, cfg, amp, rng, steps=None, step_size=None):
@@ -190,8 +213,7 @@ def descriptor_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> Ste
     # D1: l_D Langevin steps of the descriptor from x_init.
     x_syn = _revise(nets, x_init, cfg, chain_amp, rng)
     # D2: θ ← θ + lr · (mean ∂f(x_i)/∂θ − mean ∂f(x̃_j)/∂θ).
-    stats = _update_descriptor(nets.des, nets.opt_des, batch.x, x_syn, amp, gap_limit(cfg, batch.x),
-                               cfg.des_gap_shape)
+    stats = _update_descriptor(nets.des, nets.opt_des, batch.x, x_syn, amp, cfg)
     stats["langevin_move"] = _rms_move(x_syn, x_init)
     state = {**state, "chains": x_syn if cfg.des_init == "persistent" else None}
     return StepResult(stats, state, {"x_syn": x_syn})
@@ -225,8 +247,7 @@ def coop_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> StepResul
     if not reuse:
         z = _infer_z(nets.gen, x_rev, z, cfg, chain_amp, rng)
     # D2: update θ with observed {x_i} against revised {x̃_j}.
-    stats = _update_descriptor(nets.des, nets.opt_des, x_obs, x_rev, amp, gap_limit(cfg, x_obs),
-                               cfg.des_gap_shape)
+    stats = _update_descriptor(nets.des, nets.opt_des, x_obs, x_rev, amp, cfg)
     # G2: update α to reproduce x̃ from z̃ (reusing the G0 forward pass when z̃ = ẑ).
     if reuse:
         x_fit = x_gen

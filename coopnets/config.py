@@ -64,6 +64,12 @@ class Config:
     # 2G; it does not stall a descriptor whose gap starts near G, as the quadratic can.
     des_gap_limit: float = 0.1
     des_gap_shape: str = "quadratic"  # quadratic | wall
+    # Bound the descriptor's slope at the revised samples: the loss adds λ (P/s²) mean (u − 1)⁺²
+    # with u = s² · RMS over pixels of ∂f/∂x̃, the slope in units of the reference's largest
+    # pull inside the image range (1/s² at |x| = 1); P pixels. Above it a noise-free chain runs
+    # out of the image along ∂f, which is how texture-224-cpu blew up (docs/results.md
+    # "Stability"). 0 (λ) is the paper's loss. Algorithms coop and descriptor.
+    des_slope_penalty: float = 0.0
     des_init: str = "noise"  # Algorithm D chains: noise | persistent | data
     # generator: Langevin on z (G1) and learning (G2) --------------------------------------------
     gen_steps: int = 0  # l_G; 0 uses the generated latents as they are
@@ -155,6 +161,10 @@ class Config:
                      "des_noise_scale"):
             need(getattr(self, name) > 0, f"--{_flag(name)} must be positive, got {getattr(self, name)}")
         need(self.des_gap_limit >= 0, f"--des-gap-limit must be >= 0, got {self.des_gap_limit}")
+        need(self.des_slope_penalty >= 0,
+             f"--des-slope-penalty must be >= 0, got {self.des_slope_penalty}")
+        need(not self.des_slope_penalty or self.algorithm in ("coop", "descriptor"),
+             f"--des-slope-penalty applies to --algorithm coop and descriptor, not {self.algorithm}")
         need(self.des_gap_shape in GAP_SHAPES,
              f"--des-gap-shape must be one of {', '.join(GAP_SHAPES)}, got {self.des_gap_shape!r}")
         need(self.frame_stride >= 1, f"--frame-stride must be >= 1, got {self.frame_stride}")

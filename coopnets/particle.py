@@ -192,8 +192,8 @@ def wgcn_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> StepResul
     # 1. l_D JKO steps: x̃ ← prox_{τU}(x̃) + δ ε (ggcn.md §3.4), gradients into x only.
     x_syn = revise_x(unwrap(nets.des), x_init, cfg, rng, amp_context(cfg, batch.x.device, "langevin"))
     # 2. θ: the MLE moment-matching update, unchanged (the "statistical consistency").
-    loss, f_obs, f_syn = update_descriptor(nets.des, nets.opt_des, batch.x, x_syn, amp,
-                                           gap_limit(cfg, batch.x), cfg.des_gap_shape)
+    loss, f_obs, f_syn, _ = update_descriptor(nets.des, nets.opt_des, batch.x, x_syn, amp,
+                                              gap_limit(cfg, batch.x), cfg.des_gap_shape)
     stats = _energy_stats(loss, f_obs, f_syn, x_syn, x_init, cfg.ref_std ** 2)
     state = {**state, "chains": x_syn if cfg.des_init == "persistent" else None}
     return StepResult(stats, state, {"x_syn": x_syn})
@@ -214,8 +214,8 @@ def ggcn_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> StepResul
         x_syn = revise_x(des, x_syn, cfg, rng, chain_amp)
     # 4. θ: f learns from the chains' samples as negatives (exact for the image-space model),
     # its gap bounded in the units of the space the chains run in (hidden_gap_limit).
-    loss, f_obs, f_syn = update_descriptor(nets.des, nets.opt_des, batch.x, x_syn, amp,
-                                           hidden_gap_limit(cfg, z0, batch.x), cfg.des_gap_shape)
+    loss, f_obs, f_syn, _ = update_descriptor(nets.des, nets.opt_des, batch.x, x_syn, amp,
+                                              hidden_gap_limit(cfg, z0, batch.x), cfg.des_gap_shape)
     # 5. α (amortization): g(z⁰) regresses on where the chains ended, sg(x̃).
     # 6. α (the base q = g#N(0, I) fits the data; ggcn_infer_steps > 0): Algorithm G's inference
     # of each observed example's z, warm-started from its last one; g(z) regresses on the example.

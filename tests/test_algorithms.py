@@ -251,6 +251,62 @@ def test_gap_limit_scales_the_likelihood_gradient_as_its_shape_says():
         assert loss.item() == pytest.approx(expected), (limit, shape)  # the value is the loss too
 
 
+class _Linear(torch.nn.Module):
+    """f(x) = Σ w ⊙ x: its slope ∂f/∂x is w at every x."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.w = torch.nn.Parameter(w.clone())
+
+    def forward(self, x):
+        return (x * self.w).flatten(1).sum(1)
+
+
+def test_the_slope_penalty_is_its_closed_form_on_a_linear_descriptor():
+    """u = s² RMS(w) for f = Σ w ⊙ x; the penalty λ (P/s²)(u − 1)⁺² and its gradient in w,
+    2λ(P/s²)(u − 1) s² w / (√P |w|); zero (and finite) for slopes under 1, even for w = 0."""
+    from coopnets.algorithms import slope_penalty
+    s, lam, torch_gen = 0.5, 0.1, torch.Generator().manual_seed(0)
+    w = torch.randn(1, 4, 4, generator=torch_gen)
+    P = w.numel()
+    for u_wanted in (3.0, 0.5, 0.0):
+        w_u = w / (s * s * w.pow(2).mean().sqrt()) * u_wanted  # RMS slope u_wanted / s²
+        des = _Linear(w_u)
+        x = torch.randn(5, 1, 4, 4, generator=torch_gen, requires_grad=True)
+        penalty, u = slope_penalty(des(x), x, lam, s)
+        torch.testing.assert_close(u, torch.full((5,), u_wanted), atol=1e-5, rtol=1e-5)
+        excess = max(u_wanted - 1.0, 0.0)
+        assert penalty.item() == pytest.approx(lam * P / s**2 * excess**2, rel=1e-5)
+        (grad,) = torch.autograd.grad(penalty, des.w)
+        norm = w_u.norm().clamp(min=1e-30)
+        expected = 2 * lam * P / s**2 * excess * s**2 * w_u / (P ** 0.5 * norm)
+        assert torch.isfinite(grad).all()
+        torch.testing.assert_close(grad, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_the_slope_penalty_pulls_an_over_steep_descriptor_back_to_the_reference_pull():
+    """update_descriptor with observed = synthesized examples, so the likelihood gradient is 0
+    and only the penalty moves θ. For f = Σ w ⊙ x under SGD (rate η) w keeps its direction and
+    the slope decays geometrically: u_t − 1 = (u_0 − 1)(1 − 2ηλs²)^t, down to the reference's pull."""
+    from contextlib import nullcontext
+    from coopnets.algorithms import update_descriptor
+    s, lam, lr, torch_gen = 0.5, 0.1, 1.0, torch.Generator().manual_seed(1)
+    w = torch.randn(1, 4, 4, generator=torch_gen)
+    des = _Linear(w / (s * s * w.pow(2).mean().sqrt()) * 3.0)
+    opt = torch.optim.SGD(des.parameters(), lr=lr)
+    x = torch.randn(6, 1, 4, 4, generator=torch_gen)
+    for t in range(60):
+        loss, _, _, u = update_descriptor(des, opt, x, x.clone(), nullcontext, slope=lam, ref_std=s)
+        expected = 1.0 + 2.0 * (1.0 - 2.0 * lr * lam * s * s) ** t  # u before step t
+        assert u.mean().item() == pytest.approx(expected, rel=1e-4), t
+        assert loss.item() == pytest.approx(0.0, abs=1e-4)  # the gap of identical examples
+    # off: no second backward, no slope reported, and nothing but the (zero) likelihood gradient
+    before = des.w.detach().clone()
+    _, _, _, u = update_descriptor(des, opt, x, x.clone(), nullcontext)
+    assert u is None
+    torch.testing.assert_close(des.w.detach(), before, atol=1e-6, rtol=0)
+
+
 def _gaps_against_samples_that_cannot_follow(data, out, **kw):
     """f(data) − f(syn), in units of the default G, over 100 smoke steps in which the samples
     cannot catch up with the descriptor: no Langevin revision (des_steps 0) and a generator

@@ -68,6 +68,10 @@ def cases(d: Path, run: Path):
     yield "--des-noise-scale 0", train + forty + ["--des-noise-scale", "0"], 2, \
         "--des-noise-scale must be positive"
     yield "--amp fp16", train + forty + ["--amp", "fp16"], 2, "--amp must be one of none, bf16"
+    yield "--des-slope-penalty -1", train + forty + ["--des-slope-penalty", "-1"], 2, \
+        "--des-slope-penalty must be >= 0"
+    yield "--des-slope-penalty with abp", train + forty + ["--des-slope-penalty", "0.1", "--algorithm",
+                                                           "abp"], 2, "applies to --algorithm coop"
     yield "--batch-size 1000 on 40", train + forty + ["--batch-size", "1000"], 2, \
         "more than the 40 training images"
     for flag, value, text in (("--nrow", "-2", "--nrow must be positive"),

@@ -45,6 +45,25 @@ def step_part(rank, out):
         torch.save({"des": des.state_dict(), "gen": gen.state_dict()}, f"{out}/ddp.pt")
 
 
+def slope_grads(des, x_obs, x_syn, slope=0.1):
+    """The descriptor's gradients of one D2 update with the slope penalty acting (s = 16 puts
+    these nets' slope, RMS ∂f ≈ 0.011, at u ≈ 2.9); plain gradients, not Adam's steps, since
+    Adam's first step is about lr·sign(g) and would blow the ranks' rounding up on tiny g."""
+    from contextlib import nullcontext
+    from coopnets.algorithms import unwrap, update_descriptor
+    opt = torch.optim.SGD(des.parameters(), lr=0.0)
+    update_descriptor(des, opt, x_obs, x_syn, nullcontext, slope=slope, ref_std=16.0)
+    return [p.grad.clone() for p in unwrap(des).parameters()]
+
+
+def slope_part(rank, out):
+    _, des, _, x = setup()
+    x_obs, x_syn = x[rank * M // 2:(rank + 1) * M // 2], x[M + rank * M // 2:M + (rank + 1) * M // 2] * 0.5
+    grads = slope_grads(torch.nn.parallel.DistributedDataParallel(des), x_obs, x_syn)
+    if rank == 0:
+        torch.save(grads, f"{out}/ddp-slope.pt")
+
+
 def train_part(rank, data, out):
     """train() itself under the group: 4 steps straight, and 2 + 2 resumed."""
     from coopnets.checkpoint import load_checkpoint
@@ -66,6 +85,8 @@ def worker(rank, store, data, out):
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     torch.set_num_threads(1)
     step_part(rank, out)
+    dist.barrier()
+    slope_part(rank, out)
     dist.barrier()
     train_part(rank, data, out)
     dist.barrier()  # neither rank tears gloo down while the other still talks to it
@@ -90,6 +111,20 @@ def test_two_process_ddp_step_matches_single_process(ddp_out):
         torch.testing.assert_close(got["des"][k], v, rtol=1e-4, atol=1e-6)
     for k, v in gen.state_dict().items():
         torch.testing.assert_close(got["gen"][k], v, rtol=1e-4, atol=1e-6)
+
+
+def test_two_process_slope_penalty_gradients_match_single_process(ddp_out):
+    """The penalty's second backward pass under DDP: the ranks' averaged gradients are the
+    whole batch's (the mean of per-example penalties splits across equal shards)."""
+    _, des, _, x = setup()
+    ref = slope_grads(des, x[:M], x[M:] * 0.5)
+    got = torch.load(ddp_out / "ddp-slope.pt")
+    _, des, _, x = setup()
+    plain = slope_grads(des, x[:M], x[M:] * 0.5, slope=0.0)
+    scale = max(g.abs().max().item() for g in ref)
+    assert max((a - b).abs().max().item() for a, b in zip(ref, plain)) > 0.3 * scale  # it acts
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5 * scale)
 
 
 def test_two_process_train_resumes_bit_exactly(ddp_out):

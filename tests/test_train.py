@@ -185,6 +185,15 @@ def test_a_blow_up_does_not_overwrite_the_last_healthy_checkpoint(tmp_path, digi
     assert "step 7: checkpoint held back" in log and "step 9: checkpoint held back" in log
 
 
+def test_a_slope_penalty_run_logs_the_slope_and_resumes_only_with_it(tmp_path, digits_npz):
+    run = train(cfg_for(digits_npz, tmp_path, steps=3, des_slope_penalty=0.1))
+    rows = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert all(r["des_slope"] > 0 for r in rows)
+    assert json.loads((run / "config.json").read_text())["des_slope_penalty"] == 0.1
+    with pytest.raises(UserError, match=r"des_slope_penalty 0.1 -> 0.0"):
+        train(cfg_for(digits_npz, tmp_path, steps=4), run_dir=run)
+
+
 def test_a_blow_up_just_after_a_resume_is_held_back_too(tmp_path, digits_npz, monkeypatch):
     """The window the move is judged by is saved in the checkpoint: a run resumed one step
     before a blow-up holds the blown-up step back, as the uninterrupted run would (before,
