@@ -165,6 +165,9 @@ class Config:
              f"--des-slope-penalty must be >= 0, got {self.des_slope_penalty}")
         need(not self.des_slope_penalty or self.algorithm in ("coop", "descriptor"),
              f"--des-slope-penalty applies to --algorithm coop and descriptor, not {self.algorithm}")
+        need(not self.des_slope_penalty or self.compile == "none",
+             "--des-slope-penalty needs a second backward pass, which torch.compile does not "
+             "support; use --compile none")
         need(self.des_gap_shape in GAP_SHAPES,
              f"--des-gap-shape must be one of {', '.join(GAP_SHAPES)}, got {self.des_gap_shape!r}")
         need(self.frame_stride >= 1, f"--frame-stride must be >= 1, got {self.frame_stride}")

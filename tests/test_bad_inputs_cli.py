@@ -70,6 +70,9 @@ def cases(d: Path, run: Path):
     yield "--amp fp16", train + forty + ["--amp", "fp16"], 2, "--amp must be one of none, bf16"
     yield "--des-slope-penalty -1", train + forty + ["--des-slope-penalty", "-1"], 2, \
         "--des-slope-penalty must be >= 0"
+    yield "--des-slope-penalty with --compile", train + forty + ["--des-slope-penalty", "0.1",
+                                                                 "--compile", "aot_eager"], 2, \
+        "torch.compile does not support"
     yield "--des-slope-penalty with abp", train + forty + ["--des-slope-penalty", "0.1", "--algorithm",
                                                            "abp"], 2, "applies to --algorithm coop"
     yield "--batch-size 1000 on 40", train + forty + ["--batch-size", "1000"], 2, \
