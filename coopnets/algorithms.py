@@ -150,13 +150,10 @@ def update_descriptor(des, opt, x_obs, x_syn, amp, limit: float = 0.0, shape: st
     with amp():
         f = des(torch.cat([x_obs, x_syn]))
     f_obs, f_syn = f[: len(x_obs)], f[len(x_obs):]
-    loss, u = descriptor_loss(f_obs, f_syn, limit, shape), None
-    total = loss
-    if slope > 0:
-        penalty, u = slope_penalty(f_syn, x_syn, slope, ref_std)
-        total = loss + penalty
+    loss = descriptor_loss(f_obs, f_syn, limit, shape)
+    penalty, u = slope_penalty(f_syn, x_syn, slope, ref_std) if slope > 0 else (0.0, None)
     opt.zero_grad(set_to_none=True)
-    total.backward()
+    (loss + penalty).backward()
     opt.step()
     return loss.detach(), f_obs.detach(), f_syn.detach(), u
 

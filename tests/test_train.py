@@ -163,10 +163,10 @@ def test_move_watch_holds_back_during_a_spike_only():
     assert watch.verdict() == ""
 
 
-def test_a_blow_up_does_not_overwrite_the_last_healthy_checkpoint(tmp_path, digits_npz, monkeypatch):
-    real = train_mod.STEPS["coop"]
-    moves = {7: 1.0, 8: 0.1, 9: 0.8, 10: float("nan")}  # a spike, a calm step, then the blow-up
-    calls = []
+def _scripted_moves(monkeypatch, moves: dict) -> list:
+    """CoopNets steps whose Langevin move is ``moves[n]`` at the n-th call (0.1 otherwise),
+    judged over a window of 6; returns the list of calls (one entry per step taken)."""
+    real, calls = train_mod.STEPS["coop"], []
 
     def step_with_moves(*a, **k):
         r = real(*a, **k)
@@ -177,6 +177,12 @@ def test_a_blow_up_does_not_overwrite_the_last_healthy_checkpoint(tmp_path, digi
     monkeypatch.setitem(train_mod.STEPS, "coop", step_with_moves)
     watch = train_mod.MoveWatch
     monkeypatch.setattr(train_mod, "MoveWatch", lambda: watch(window=6, factor=4.0))
+    return calls
+
+
+def test_a_blow_up_does_not_overwrite_the_last_healthy_checkpoint(tmp_path, digits_npz, monkeypatch):
+    # a spike, a calm step, then the blow-up
+    _scripted_moves(monkeypatch, {7: 1.0, 8: 0.1, 9: 0.8, 10: float("nan")})
     with pytest.raises(TrainingDiverged, match=r"diverged at step 10 .*step 8"):
         train(cfg_for(digits_npz, tmp_path, steps=12))
     run = next(tmp_path.glob("0000*"))
@@ -198,18 +204,7 @@ def test_a_blow_up_just_after_a_resume_is_held_back_too(tmp_path, digits_npz, mo
     """The window the move is judged by is saved in the checkpoint: a run resumed one step
     before a blow-up holds the blown-up step back, as the uninterrupted run would (before,
     the steps after a restart were ungated and latest.pt took the spike)."""
-    real = train_mod.STEPS["coop"]
-    calls = []
-
-    def step_with_moves(*a, **k):
-        r = real(*a, **k)
-        calls.append(None)
-        move = {9: 1.0, 10: float("nan")}.get(len(calls), 0.1)
-        return r._replace(stats={**r.stats, "langevin_move": move, "f_gap": 1.0})
-
-    monkeypatch.setitem(train_mod.STEPS, "coop", step_with_moves)
-    watch = train_mod.MoveWatch
-    monkeypatch.setattr(train_mod, "MoveWatch", lambda: watch(window=6, factor=4.0))
+    calls = _scripted_moves(monkeypatch, {9: 1.0, 10: float("nan")})
     run = train(cfg_for(digits_npz, tmp_path, steps=8))  # eight calm steps, then a restart
     saved = load_checkpoint(run)["watch"]
     assert saved["langevin_move"] == pytest.approx([0.1] * 6) and saved["f_gap"] == [1.0] * 6
