@@ -66,6 +66,15 @@ ALIKE_SATURATION = 0.5  # ... at least this fraction is saturated (a young textu
 # A stalled run (stall()): the gap at the quadratic limit, the samples alike.
 STALL_GAP = 0.9  # median |gap| over MoveWatch's window, in units of G
 MIN_SPREAD = 0.05  # per-pixel std over the fixed latents
+# A generator that ignores its latent (collapsed(), a warning): its samples differ from one
+# another by a small part of their own contrast ("spread": per-pixel std over the fixed latents
+# over the mean spatial std of one sample). Measured from checkpoints and sample grids: healthy
+# runs 0.5-0.94 once past their first 30 % (mnist-table2-cpu 0.57, texture-224-cpu seed 0
+# 0.84-0.94); the collapsed brick runs (texture-224-cpu seed 1, --gen-lr 5e-4 after step 1,150,
+# the cell-16 generators) 0.08-0.27, lasting; young healthy generators pass through 0.09-0.24.
+COLLAPSED_SPREAD = 0.3  # median over the last COLLAPSE_WINDOW of the run
+COLLAPSE_WINDOW = 0.1  # fraction of the run's steps (and at least 3 checkpoints)
+COLLAPSE_AFTER = 0.4  # fraction of the run's steps before which no warning is given
 
 
 # ---- logs --------------------------------------------------------------------
@@ -308,15 +317,20 @@ def check_finite(step: int, stats: dict, run_dir: Path, last_ckpt: int | None) -
 
 def generator_health(gen, z: torch.Tensor) -> dict:
     """What a collapsed generator shows (call after recalibrating BatchNorm): the largest
-    BatchNorm statistic, the fraction of saturated pixels of g(z) and their diversity (mean
-    over pixels of the std over the batch ``z``)."""
+    BatchNorm statistic, the fraction of saturated pixels of g(z), their diversity (mean over
+    pixels of the std over the batch ``z``) and their spread (the diversity over the mean
+    spatial std of one sample, per channel: about 0 when every latent gives the same picture,
+    however much contrast that picture has)."""
     bn = [b.detach().abs().max().item() for name, b in gen.named_buffers()
           if name.endswith(("running_mean", "running_var")) and b.numel()]
     x = _decode(gen, z)
-    finite = bool(torch.isfinite(x).all())
+    finite, nan = bool(torch.isfinite(x).all()), float("nan")
+    diversity = x.std(0).mean().item() if finite and len(x) > 1 else nan
+    contrast = x.flatten(2).std(-1).mean().item() if finite and x[0, 0].numel() > 1 else nan
     return {"bn_stat": max(bn, default=0.0),
             "saturation": (x.abs() > 0.99).float().mean().item() if finite else 1.0,
-            "diversity": x.std(0).mean().item() if finite and len(x) > 1 else float("nan")}
+            "diversity": diversity,
+            "spread": diversity / contrast if contrast > 0 else nan}
 
 
 def check_generator(s: "Session", step: int, run_dir: Path, last_ckpt: int | None) -> None:
@@ -424,7 +438,8 @@ class Monitor:
     def __init__(self, run_dir: Path):
         self.run_dir, self.pending, self.watch = run_dir, [], MoveWatch()
         self.t0, self.last_ckpt = time.perf_counter(), None
-        self.stall_warned = False
+        self.warned: dict[str, bool] = {}  # "stall", "collapse": warned once already
+        self.spreads: list[tuple[int, float]] = []  # (step, latent_spread) at the checkpoints
 
     def add(self, step: int, stats: dict) -> None:
         self.pending.append((step, stats))
@@ -495,14 +510,46 @@ def stall(s: Session, mon: Monitor) -> str:
             f"try --des-gap-shape wall, which leaves gaps under G to the paper's loss")
 
 
+def latent_spread(s: Session) -> float | None:
+    """The trained generator's spread over the fixed latents (generator_health), or None for
+    a run without a generator or with one latent in its grid."""
+    if s.cfg.algorithm == "descriptor" or len(s.fixed_z) < 2:
+        return None
+    gen = s.modules[1]
+    recalibrate_batchnorm(gen, s.calib_z, s.cfg.num_chains)  # as every checkpoint does
+    spread = generator_health(gen, s.fixed_z)["spread"]
+    return spread if math.isfinite(spread) else None
+
+
+def collapsed(s: Session, mon: Monitor, step: int) -> str:
+    """Why the generator looks collapsed onto one picture, or "": past COLLAPSE_AFTER of the
+    run, the median spread of the checkpoints in its last COLLAPSE_WINDOW (or of the last 3,
+    if more) is under COLLAPSED_SPREAD. A warning, not a stop: a run can come back from it."""
+    steps = s.cfg.steps
+    recent = [r for at, r in mon.spreads if at > step - COLLAPSE_WINDOW * steps]
+    recent = recent if len(recent) >= 3 else [r for _, r in mon.spreads[-3:]]
+    if step < COLLAPSE_AFTER * steps or len(recent) < 3:
+        return ""
+    median = statistics.median(recent)
+    if median >= COLLAPSED_SPREAD:
+        return ""
+    return (f"the generator may have collapsed: its samples from different latents differ by "
+            f"{median:.2f} of their own contrast (median of the last {len(recent)} checkpoints; "
+            f"healthy runs 0.5-0.9), so they all look alike; try another --seed or a lower "
+            f"--gen-lr (docs/results.md, Textures)")
+
+
 def maybe_checkpoint(s: Session, run_dir: Path, step: int, mon: Monitor, log: RunLog) -> None:
     """Write a checkpoint unless the Langevin move says a blow-up has begun (the final one is
-    always written, with a warning). Warns once when the run looks stalled."""
-    if not mon.stall_warned and (why := stall(s, mon)):
-        log.text(f"warning: step {step}: {why}")
-        if dist.is_main():
-            tqdm.write(f"warning: step {step}: {why}", file=sys.stderr)  # above the progress bar
-        mon.stall_warned = True
+    always written, with a warning). Warns once when the run looks stalled, and once when
+    its generator looks collapsed."""
+    for kind, why in (("stall", not mon.warned.get("stall") and stall(s, mon)),
+                      ("collapse", not mon.warned.get("collapse") and collapsed(s, mon, step))):
+        if why:
+            log.text(f"warning: step {step}: {why}")
+            if dist.is_main():
+                tqdm.write(f"warning: step {step}: {why}", file=sys.stderr)  # above the progress bar
+            mon.warned[kind] = True
     why = mon.watch.verdict()
     if why and step < s.cfg.steps:
         log.text(f"step {step}: checkpoint held back because {why}; latest.pt stays at step "
@@ -754,6 +801,9 @@ def train(cfg: Config, run_dir: str | Path | None = None, new_run: bool = False)
                 log_due, ckpt_due = _due(done, cfg.log_every, cfg.steps), _due(done, cfg.ckpt_every, cfg.steps)
                 if log_due or ckpt_due:
                     stats = mon.flush()
+                    if ckpt_due and (spread := latent_spread(s)) is not None:
+                        stats["gen_spread"] = spread
+                        mon.spreads.append((done, spread))
                     if log_due:
                         stats = dist.mean_over_ranks(stats)
                         log.stats(done, stats)

@@ -283,7 +283,65 @@ def test_generator_health_measures_saturation_and_diversity():
             return self.x.expand(len(z), -1)
 
     h = train_mod.generator_health(Const(torch.tensor([1.0, -1.0, 1.0, 0.5])), torch.zeros(5, 2))
+    spread = h.pop("spread")
     assert h == {"bn_stat": 0.0, "saturation": 0.75, "diversity": 0.0}
+    assert spread != spread  # NaN: a one-pixel "image" has no contrast to compare with
+
+
+def test_the_spread_is_the_latents_share_of_a_samples_contrast():
+    """Every latent j gives one picture p plus its own constant c_j: the std over latents at
+    each pixel is std(c), the spatial std of each sample std(p), so the spread is their ratio,
+    0 for a generator that ignores its latent."""
+    class Shifted(torch.nn.Module):
+        def forward(self, z):
+            p = torch.tensor([[-0.3, 0.3], [0.3, -0.3]]).expand(len(z), 2, 2, 2)
+            return p + 0.15 * z[:, :1, None, None]
+
+    z = torch.tensor([[-1.0], [1.0], [-1.0], [1.0]])
+    h = train_mod.generator_health(Shifted(), z)
+    assert h["diversity"] == pytest.approx(0.15 * z.std().item())
+    assert h["spread"] == pytest.approx(0.15 * z.std().item() / torch.tensor([-0.3, 0.3, 0.3, -0.3]).std().item())
+    assert train_mod.generator_health(Shifted(), torch.zeros(4, 1))["spread"] == 0.0
+
+
+def test_a_generator_that_ignores_its_latent_is_reported_once_it_lasts():
+    """collapsed(): the median spread of the checkpoints in the last tenth of the run under
+    0.3, past 40 % of it (young generators pass through such spreads and recover)."""
+    from types import SimpleNamespace
+    from coopnets.training import Monitor, collapsed
+
+    s = SimpleNamespace(cfg=resolve("smoke", steps=1000))
+
+    def check(step, readings):
+        mon = Monitor(None)
+        mon.spreads = readings
+        return collapsed(s, mon, step)
+
+    low = [(350, 0.12), (400, 0.08)]
+    assert "samples from different latents differ by 0.11" in check(400, [(300, 0.11), *low])
+    assert "median of the last 3 checkpoints" in check(400, [(300, 0.11), *low])
+    assert check(300, [(200, 0.1), (250, 0.1), (300, 0.1)]) == ""  # too early in the run
+    assert check(400, low) == ""  # fewer than 3 checkpoints so far
+    assert check(400, [(300, 0.11), (350, 0.5), (400, 0.6)]) == ""  # recovered
+    assert check(1000, [(100, 0.1), (200, 0.1), (300, 0.1), (950, 0.8), (1000, 0.8)]) == ""
+
+
+def test_a_training_run_logs_its_spread_and_warns_of_a_collapse_once(digits_npz, tmp_path,
+                                                                     monkeypatch):
+    """The spread of the trained generator goes into stats.jsonl at each checkpoint; a spread
+    that stays low gives one warning in log.txt, and the run goes on to its end."""
+    data = digits_npz
+    run = train(cfg_for(data, tmp_path, steps=6, ckpt_every=2, log_every=2))
+    rows = [json.loads(x) for x in (run / "stats.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "gen_spread" in r] == [2, 4, 6]
+    assert all(0 < r["gen_spread"] < 2 for r in rows if "gen_spread" in r)
+    assert "may have collapsed" not in (run / "log.txt").read_text()
+
+    monkeypatch.setattr(train_mod, "latent_spread", lambda s: 0.05)
+    run = train(cfg_for(data, tmp_path / "b", steps=10, ckpt_every=1, log_every=1))
+    log = (run / "log.txt").read_text()
+    assert log.count("may have collapsed") == 1 and "warning: step 4: the generator" in log
+    assert "finished: step 10 of 10" in log
 
 
 # 8. a checkpoint is held back while the run is already drifting --------------------------------

@@ -242,7 +242,7 @@ def test_report(run_copy):
     page.feed(text)
     assert f"<h1>Run {run_copy.name}</h1>" in text
     curves = {i["alt"]: _png(i["src"]) for i in page.imgs if i.get("class") != "grid"}
-    assert set(curves) == {"f_gap", "langevin_move", "gen_loss", "sec_per_it"}
+    assert set(curves) == {"f_gap", "langevin_move", "gen_loss", "gen_spread", "sec_per_it"}
     assert all(png.startswith(PNG_MAGIC) and b"http" not in png for png in curves.values())
     grids = [_png(i["src"]) for i in page.imgs if i.get("class") == "grid"]
     for name in ("samples-gen-000001.png", "samples-gen-000002.png", "samples-rev-000002.png"):
