@@ -70,7 +70,7 @@ MIN_SPREAD = 0.05  # per-pixel std over the fixed latents
 # another by a small part of their own contrast ("spread": per-pixel std over the fixed latents
 # over the mean spatial std of one sample). Measured on the sample grids of 12 brick runs at
 # 224x224 (docs/results.md, Textures): healthy generators 0.52-0.88 over the last third of their
-# run (mnist-table2-cpu 0.57); the collapsed ones 0.04-0.13, lasting; young healthy generators
+# run (mnist-table2-cpu 0.62-0.64); the collapsed ones 0.04-0.13, lasting; young healthy ones
 # pass through 0.09-0.24 for up to 45 % of a run.
 COLLAPSED_SPREAD = 0.3  # median over the last COLLAPSE_WINDOW of the run
 COLLAPSE_WINDOW = 0.1  # fraction of the run's steps (and at least 3 checkpoints)
