@@ -228,8 +228,9 @@ PRESETS: dict[str, dict] = {
     # (16-pixel cells locked the columns to their period), crops of 128; and the descriptor's
     # slope bounded (des_slope_penalty): without it 4,000 steps blew up at step 650, the slope
     # having outgrown the reference's pull thirty-fold; with it 4,000 steps ran clean and drew
-    # the running bond. 1,000 steps (20 CPU-min): the bond in seed 0; seed 1 collapses to
-    # stripes with or without the penalty (docs/results.md).
+    # the running bond. 1,000 steps (20 CPU-min): the bond in seed 0 only of four (seed 1
+    # collapses to stripes with or without the penalty, which the trainer warns of; seeds 2 and 3
+    # draw ladders and clustered joints; docs/results.md).
     "texture-224-cpu": dict(_TEXTURE_CPU, image_size=224, crop_size=128, des_net="texture-deep5",
                             gen_net="texture-k4-32", des_slope_penalty=0.1, steps=1000,
                             snapshot_every=500),
