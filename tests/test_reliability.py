@@ -330,15 +330,14 @@ def test_a_training_run_logs_its_spread_and_warns_of_a_collapse_once(digits_npz,
                                                                      monkeypatch):
     """The spread of the trained generator goes into stats.jsonl at each checkpoint; a spread
     that stays low gives one warning in log.txt, and the run goes on to its end."""
-    data = digits_npz
-    run = train(cfg_for(data, tmp_path, steps=6, ckpt_every=2, log_every=2))
+    run = train(cfg_for(digits_npz, tmp_path, steps=6, ckpt_every=2, log_every=2))
     rows = [json.loads(x) for x in (run / "stats.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "gen_spread" in r] == [2, 4, 6]
     assert all(0 < r["gen_spread"] < 2 for r in rows if "gen_spread" in r)
     assert "may have collapsed" not in (run / "log.txt").read_text()
 
     monkeypatch.setattr(train_mod, "latent_spread", lambda s: 0.05)
-    run = train(cfg_for(data, tmp_path / "b", steps=10, ckpt_every=1, log_every=1))
+    run = train(cfg_for(digits_npz, tmp_path / "b", steps=10, ckpt_every=1, log_every=1))
     log = (run / "log.txt").read_text()
     assert log.count("may have collapsed") == 1 and "warning: step 5: the generator" in log
     assert "finished: step 10 of 10" in log
