@@ -333,13 +333,13 @@ def generator_health(gen, z: torch.Tensor) -> dict:
             "spread": diversity / contrast if contrast > 0 else nan}
 
 
-def check_generator(s: "Session", step: int, run_dir: Path, last_ckpt: int | None) -> None:
+def check_generator(s: "Session", step: int, run_dir: Path, last_ckpt: int | None,
+                    h: dict) -> None:
     """Raise TrainingDiverged when the generator has collapsed (BatchNorm statistics not finite
     or beyond MAX_BN_STAT, almost every pixel at +-1, or every sample the same saturated
-    pattern), before it is saved."""
+    pattern), before it is saved; ``h`` is its generator_health."""
     if s.cfg.algorithm == "descriptor":  # Algorithm D never uses the generator
         return
-    h = generator_health(s.modules[1], s.fixed_z)
     bad = []
     if not math.isfinite(h["bn_stat"]) or h["bn_stat"] > MAX_BN_STAT:
         bad.append(f"a BatchNorm running statistic is {h['bn_stat']:.3g}")
@@ -440,6 +440,7 @@ class Monitor:
         self.t0, self.last_ckpt = time.perf_counter(), None
         self.warned: dict[str, bool] = {}  # "stall", "collapse": warned once already
         self.spreads: list[tuple[int, float]] = []  # (step, latent_spread) at the checkpoints
+        self.health: tuple[int, dict] | None = None  # (step, checkpoint_health) of the last one
 
     def add(self, step: int, stats: dict) -> None:
         self.pending.append((step, stats))
@@ -463,15 +464,25 @@ def _finite_params(*modules) -> bool:
     return all(torch.isfinite(p).all() for m in modules for p in m.parameters())
 
 
+def checkpoint_health(s: Session, mon: Monitor, step: int) -> dict:
+    """generator_health of the trained generator at ``step``, its BatchNorm recalibrated: once
+    per step, shared by the spread logged at a checkpoint and the checkpoint's own check."""
+    if mon.health is None or mon.health[0] != step:
+        gen = s.modules[1]
+        recalibrate_batchnorm(gen, s.calib_z, s.cfg.num_chains)
+        mon.health = (step, generator_health(gen, s.fixed_z))
+    return mon.health[1]
+
+
 def write_checkpoint(s: Session, run_dir: Path, step: int, mon: Monitor) -> None:
     """Recalibrate BatchNorm and write ``latest.pt`` (and a snapshot when due)."""
     des, gen = s.modules
     if not _finite_params(des, gen):
         check_finite(step, {"parameters": float("nan")}, run_dir, mon.last_ckpt)
-    recalibrate_batchnorm(gen, s.calib_z, s.cfg.num_chains)
+    health = checkpoint_health(s, mon, step)  # (recalibrates the generator's BatchNorm)
     if s.ema is not None:
         recalibrate_batchnorm(s.ema, s.calib_z, s.cfg.num_chains)
-    check_generator(s, step, run_dir, mon.last_ckpt)
+    check_generator(s, step, run_dir, mon.last_ckpt, health)
     obj = {**checkpoint_dict(s, step), "watch": mon.watch.state_dict()}
     if dist.is_main():
         save_checkpoint(obj, run_dir / LATEST)
@@ -510,14 +521,12 @@ def stall(s: Session, mon: Monitor) -> str:
             f"try --des-gap-shape wall, which leaves gaps under G to the paper's loss")
 
 
-def latent_spread(s: Session) -> float | None:
+def latent_spread(s: Session, mon: Monitor, step: int) -> float | None:
     """The trained generator's spread over the fixed latents (generator_health), or None for
     a run without a generator or with one latent in its grid."""
     if s.cfg.algorithm == "descriptor" or len(s.fixed_z) < 2:
         return None
-    gen = s.modules[1]
-    recalibrate_batchnorm(gen, s.calib_z, s.cfg.num_chains)  # as every checkpoint does
-    spread = generator_health(gen, s.fixed_z)["spread"]
+    spread = checkpoint_health(s, mon, step)["spread"]
     return spread if math.isfinite(spread) else None
 
 
@@ -801,7 +810,7 @@ def train(cfg: Config, run_dir: str | Path | None = None, new_run: bool = False)
                 log_due, ckpt_due = _due(done, cfg.log_every, cfg.steps), _due(done, cfg.ckpt_every, cfg.steps)
                 if log_due or ckpt_due:
                     stats = mon.flush()
-                    if ckpt_due and (spread := latent_spread(s)) is not None:
+                    if ckpt_due and (spread := latent_spread(s, mon, done)) is not None:
                         stats["gen_spread"] = spread
                         mon.spreads.append((done, spread))
                     if log_due:

@@ -336,7 +336,7 @@ def test_a_training_run_logs_its_spread_and_warns_of_a_collapse_once(digits_npz,
     assert all(0 < r["gen_spread"] < 2 for r in rows if "gen_spread" in r)
     assert "may have collapsed" not in (run / "log.txt").read_text()
 
-    monkeypatch.setattr(train_mod, "latent_spread", lambda s: 0.05)
+    monkeypatch.setattr(train_mod, "latent_spread", lambda s, mon, step: 0.05)
     run = train(cfg_for(digits_npz, tmp_path / "b", steps=10, ckpt_every=1, log_every=1))
     log = (run / "log.txt").read_text()
     assert log.count("may have collapsed") == 1 and "warning: step 5: the generator" in log
