@@ -781,6 +781,12 @@ def train(cfg: Config, run_dir: str | Path | None = None, new_run: bool = False)
     if (run_dir / LATEST).is_file():
         ckpt = load_checkpoint(run_dir)
         note, start = restore(s, ckpt), ckpt["step"]
+    if resuming and start >= cfg.steps:  # nothing to train: leave the folder as it is, so that
+        # its config.json keeps the --steps it ran to (a lower --steps would otherwise be saved)
+        msg = f"run already at step {start} of {cfg.steps}; raise --steps to continue"
+        if dist.is_main():
+            print(msg)
+        return run_dir
     log = open_run(s, run_dir, start, len(images), resuming, data_id)
     if note:
         log.text(f"note: {note}")
@@ -840,10 +846,5 @@ def train(cfg: Config, run_dir: str | Path | None = None, new_run: bool = False)
     finally:
         bar.close()
         log.close()
-    if start >= cfg.steps and dist.is_main():
-        msg = f"run already at step {start} of {cfg.steps}; raise --steps to continue"
-        log.stop(msg)
-        print(msg)
-    else:
-        log.stop(f"finished: step {cfg.steps} of {cfg.steps}; latest.pt is at step {mon.last_ckpt}")
+    log.stop(f"finished: step {cfg.steps} of {cfg.steps}; latest.pt is at step {mon.last_ckpt}")
     return run_dir

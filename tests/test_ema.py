@@ -73,6 +73,18 @@ def test_a_resume_may_slow_the_average_and_the_log_says_so(smoke_data, tmp_path)
     assert json.loads((run / "config.json").read_text())["gen_ema"] == 0.2
 
 
+def test_a_finished_run_asked_for_fewer_steps_is_left_as_it_is(smoke_data, tmp_path, capsys):
+    """A preset that later asks for fewer steps or another average (mnist-table2-cpu: 30,000
+    steps at 0.9995, then 24,000 at 0.9998) must not rewrite a finished run's config.json: it
+    says so and touches nothing, and the run still resumes to more steps as it ran."""
+    run = train(_cfg(smoke_data, tmp_path / "a", steps=4, gen_ema=0.1))
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert train(_cfg(smoke_data, tmp_path / "a", steps=2, gen_ema=0.2)) == run
+    assert "run already at step 4 of 2; raise --steps to continue" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert load_checkpoint(train(_cfg(smoke_data, tmp_path / "a", steps=5, gen_ema=0.1)))["step"] == 5
+
+
 def _latents(gen, seed, n):
     from coopnets.seeding import ExampleRNG
     return ExampleRNG(seed, range(n), "cpu").randn((n, *gen.latent_shape(28)))
