@@ -254,7 +254,7 @@ PRESETS: dict[str, dict] = {
                       gen_lr=5e-4, steps=1500, **_CPU),
     # Table 2 on a CPU: mnist-cpu with the changes that took the Parzen scores to the paper's
     # (docs/results.md, MNIST): the generator's moving average (+15 nats; 0.9995 gave +1.5 over
-    # 0.999, 0.9998 +0.4 to +0.8 over 0.9995), a generator rate of 2e-3 (the average gains +4
+    # 0.999, 0.9998 +0.1 to +0.8 over 0.9995), a generator rate of 2e-3 (the average gains +4
     # per doubling, 5e-4 -> 2e-3, at 12,000 steps), the wall-shaped gap limit (the quadratic
     # stalls this rate), and the Langevin chains in bf16 with fp32 updates (1.27x; full bf16
     # cost the generator 2-4 nats). 24,000 steps, the "about an hour" (64.5 min on 2

@@ -778,11 +778,11 @@ def train(cfg: Config, run_dir: str | Path | None = None, new_run: bool = False)
     if dist.is_main():
         check_space(s, run_dir)
     start, note, resuming = 0, "", run_dir.is_dir() and (run_dir / "config.json").is_file()
-    if (run_dir / LATEST).is_file():
+    if (run_dir / LATEST).is_file():  # (a torn config.json: the checkpoint's config stood in)
         ckpt = load_checkpoint(run_dir)
-        note, start = restore(s, ckpt), ckpt["step"]
-    if resuming and start >= cfg.steps:  # nothing to train: leave the folder as it is, so that
-        # its config.json keeps the --steps it ran to (a lower --steps would otherwise be saved)
+        note, start, resuming = restore(s, ckpt), ckpt["step"], True
+    if start >= cfg.steps:  # nothing to train (start > 0 only with a latest.pt): leave the
+        # folder as it is, so that config.json keeps the --steps it ran to, not a lower one
         msg = f"run already at step {start} of {cfg.steps}; raise --steps to continue"
         if dist.is_main():
             print(msg)

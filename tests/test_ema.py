@@ -82,7 +82,14 @@ def test_a_finished_run_asked_for_fewer_steps_is_left_as_it_is(smoke_data, tmp_p
     assert train(_cfg(smoke_data, tmp_path / "a", steps=2, gen_ema=0.2)) == run
     assert "run already at step 4 of 2; raise --steps to continue" in capsys.readouterr().out
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
-    assert load_checkpoint(train(_cfg(smoke_data, tmp_path / "a", steps=5, gen_ema=0.1)))["step"] == 5
+    (run / "config.json").unlink()  # a torn config.json: the checkpoint's config stands in
+    before.pop("config.json")
+    assert train(_cfg(smoke_data, tmp_path / "a", steps=3, gen_ema=0.1)) == run
+    assert "run already at step 4 of 3" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert train(_cfg(smoke_data, tmp_path / "a", steps=5, gen_ema=0.1)) == run
+    assert "resumed at step 4" in (run / "log.txt").read_text()
+    assert load_checkpoint(run)["step"] == 5
 
 
 def _latents(gen, seed, n):
