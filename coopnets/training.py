@@ -768,6 +768,14 @@ def train(cfg: Config, run_dir: str | Path | None = None, new_run: bool = False)
     fast.configure_device(cfg, device)
     rank, world = dist.rank(), dist.world()
     cfg, run_dir, data_id = choose_run(cfg, run_dir, new_run)
+    ckpt = load_checkpoint(run_dir) if (run_dir / LATEST).is_file() else None
+    start = ckpt["step"] if ckpt else 0
+    if start >= cfg.steps:  # nothing to train, so no data to load: leave the folder as it
+        # is, so that config.json keeps the --steps it ran to, not a lower one
+        msg = f"run already at step {start} of {cfg.steps}; raise --steps to continue"
+        if dist.is_main():
+            print(msg)
+        return run_dir
     images = load_training_images(cfg)
     if images.dim() == 5:
         from .video import VideoBatches
@@ -777,16 +785,9 @@ def train(cfg: Config, run_dir: str | Path | None = None, new_run: bool = False)
     s = build_session(cfg, images, device)
     if dist.is_main():
         check_space(s, run_dir)
-    start, note, resuming = 0, "", run_dir.is_dir() and (run_dir / "config.json").is_file()
-    if (run_dir / LATEST).is_file():  # (a torn config.json: the checkpoint's config stood in)
-        ckpt = load_checkpoint(run_dir)
-        note, start, resuming = restore(s, ckpt), ckpt["step"], True
-    if start >= cfg.steps:  # nothing to train (start > 0 only with a latest.pt): leave the
-        # folder as it is, so that config.json keeps the --steps it ran to, not a lower one
-        msg = f"run already at step {start} of {cfg.steps}; raise --steps to continue"
-        if dist.is_main():
-            print(msg)
-        return run_dir
+    # a resume: a config.json, or a latest.pt whose config stood in for a torn one
+    resuming = ckpt is not None or (run_dir / "config.json").is_file()
+    note = restore(s, ckpt) if ckpt else ""
     log = open_run(s, run_dir, start, len(images), resuming, data_id)
     if note:
         log.text(f"note: {note}")
