@@ -75,6 +75,8 @@ def test_textures_end_to_end(tmp_path):
     result = summary["results"]["noise"]
     assert result["cell"] == 16 and len(result["cell_correlation"]) == 5  # observed, 3, 2x
     assert abs(result["cell_correlation"][0]) < 0.05  # uniform noise does not repeat
+    assert result["layout_scale"] == 24 and len(result["clustering"]) == 5
+    assert len(result["layout_horizontal"]) == len(result["layout_vertical"]) == 4  # 3 and 2x
 
 
 def test_cell_correlation_finds_a_repeated_cell_and_not_noise():
@@ -86,6 +88,41 @@ def test_cell_correlation_finds_a_repeated_cell_and_not_noise():
     noise = rng.normal(size=(128, 128))
     assert abs(bench_textures.cell_correlation(noise, 16)) < 0.05
     assert abs(bench_textures.cell_correlation(tiled + 2 * noise[::-1], 16) - 0.2) < 0.05
+
+
+def brick_wall(size=224, width=12, length=45, stagger=22, dy=0, dx=0, joints=None):
+    """A drawn wall of vertical brick columns: bright mortar 2 pixels wide between columns
+    ``width`` apart and across each column every ``length`` pixels, shifted by ``stagger`` in
+    every other column (a running bond; 0: a square grid). ``joints(y, x)`` keeps some joints."""
+    y, x = np.mgrid[0:size, 0:size]
+    y, x = y + dy, x + dx
+    joint = (y + (x // width) % 2 * stagger) % length < 2
+    if joints is not None:
+        joint &= joints(y, x)
+    return np.maximum(x % width < 2, joint).astype(float)
+
+
+def test_joint_layout_tells_the_running_bond_from_a_grid_ladders_and_stripes():
+    bond = brick_wall()
+    same = bench_textures.joint_layout(brick_wall(dy=7, dx=5), bond, 48)  # the bond, moved
+    assert same[0] > 0.99 and same[1] > 0.99
+    grid = bench_textures.joint_layout(brick_wall(stagger=0), bond, 48)  # joints aligned across
+    ladder = bench_textures.joint_layout(brick_wall(length=8), bond, 48)  # rungs 8 pixels apart
+    stripes = bench_textures.joint_layout(brick_wall(length=10**6, dy=1), bond, 48)  # no joints
+    assert 0.3 < grid[0] < 0.8 and ladder[0] < 0.1 and stripes[0] == 0.0
+    assert min(grid[1], ladder[1], stripes[1]) > 0.99  # the columns themselves are the bond's
+    # the horizontal layout is symmetric in its two pictures and blind to brightness
+    assert bench_textures.joint_layout(bond, brick_wall(stagger=0), 48)[0] == pytest.approx(grid[0])
+    assert bench_textures.joint_layout(3 * brick_wall(dy=3) + 1, bond, 48)[0] > 0.99
+
+
+def test_joint_clustering_is_zero_for_an_even_bond_and_high_for_joints_in_one_part():
+    assert bench_textures.joint_clustering(brick_wall(), 48) == pytest.approx(0.0, abs=1e-9)
+    half = brick_wall(joints=lambda y, x: x < 96)  # joints in the left 96 of 218 columns only
+    assert bench_textures.joint_clustering(half, 48) > 0.9
+    rng = np.random.default_rng(0)
+    noise = rng.random((224, 224))  # no layout: ridges everywhere, about evenly
+    assert bench_textures.joint_clustering(noise, 48) < 0.1
 
 
 def test_the_cell_is_the_generators_upsampling_factor():
