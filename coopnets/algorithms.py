@@ -230,8 +230,25 @@ def abp_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> StepResult
     return StepResult(stats, state, {"z": z, "x_fit": g.detach().float()})
 
 
+def continue_pool(nets, pool, x_rev, cfg, amp, rng):
+    """``--coop-pool``: the pool's chains continued by l_D Langevin steps (the first step fills
+    the pool from the step's revised samples ``x_rev`` instead)."""
+    if pool is None:
+        return x_rev[torch.arange(cfg.coop_pool, device=x_rev.device) % len(x_rev)].clone()
+    return revise(unwrap(nets.des), pool, ref_std=cfg.ref_std, steps=cfg.des_steps,
+                  step_size=cfg.des_step_size, noise=cfg.des_noise_level, rng=rng, autocast=amp)
+
+
+def renew_pool(pool, x_rev, p: float, rng):
+    """Each pool chain restarts, with probability ``p``, from one of the revised samples."""
+    restart = torch.rand(len(pool), generator=rng, device=pool.device) < p
+    pick = torch.randint(len(x_rev), (len(pool),), generator=rng, device=pool.device)
+    return torch.where(restart.view(-1, *[1] * (pool.dim() - 1)), x_rev[pick], pool)
+
+
 def coop_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> StepResult:
-    """CoopNets (MCMC teaching); carries no state between steps."""
+    """CoopNets (MCMC teaching). Carries no state between steps, except the pool of persistent
+    chains of ``--coop-pool`` (``state["pool"]``)."""
     x_obs, amp, reuse = batch.x, amp_context(cfg, batch.x.device), cfg.gen_steps == 0
     chain_amp = amp_context(cfg, x_obs.device, "langevin")
     # G0: ẑ ~ N(0, I), x̂ = g(ẑ). With l_G = 0 the graph is kept so that G2 reuses it.
@@ -243,8 +260,11 @@ def coop_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> StepResul
     # G1 (optional): l_G Langevin steps of z towards x̃ -> z̃ (else z̃ = ẑ, known).
     if not reuse:
         z = _infer_z(nets.gen, x_rev, z, cfg, chain_amp, rng)
-    # D2: update θ with observed {x_i} against revised {x̃_j}.
-    stats = _update_descriptor(nets.des, nets.opt_des, x_obs, x_rev, amp, cfg)
+    # The pool (--coop-pool): persistent chains, continued, learnt from beside x̃.
+    pool = continue_pool(nets, state.get("pool"), x_rev, cfg, chain_amp, rng) if cfg.coop_pool else None
+    # D2: update θ with observed {x_i} against revised {x̃_j} (and the pool's chains).
+    stats = _update_descriptor(nets.des, nets.opt_des, x_obs,
+                               x_rev if pool is None else torch.cat([x_rev, pool]), amp, cfg)
     # G2: update α to reproduce x̃ from z̃ (reusing the G0 forward pass when z̃ = ẑ).
     if reuse:
         x_fit = x_gen
@@ -254,6 +274,8 @@ def coop_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> StepResul
     stats["gen_loss"] = _update_generator(nets.opt_gen, x_rev, x_fit, cfg.residual_std)
     x_gen = x_gen.detach().float()
     stats["langevin_move"] = _rms_move(x_rev, x_gen)
+    if pool is not None:
+        state = {**state, "pool": renew_pool(pool, x_rev, cfg.coop_pool_renew, rng)}
     return StepResult(stats, state, {"x_gen": x_gen, "x_rev": x_rev})
 
 

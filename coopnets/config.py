@@ -71,6 +71,13 @@ class Config:
     # "Stability"). 0 (λ) is the paper's loss. Algorithms coop and descriptor.
     des_slope_penalty: float = 0.0
     des_init: str = "noise"  # Algorithm D chains: noise | persistent | data
+    # CoopNets with a pool of persistent chains beside the generator's (0: off, the paper): the
+    # descriptor also learns from this many chains that each step continues by l_D Langevin steps
+    # from where they stopped, so it sees samples that have run far longer than the generator's;
+    # each step each pool chain restarts, with probability --coop-pool-renew, from one of the
+    # step's revised samples. The generator learns from its own chains only.
+    coop_pool: int = 0
+    coop_pool_renew: float = 0.05
     # generator: Langevin on z (G1) and learning (G2) --------------------------------------------
     gen_steps: int = 0  # l_G; 0 uses the generated latents as they are
     gen_step_size: float = 0.1
@@ -143,6 +150,12 @@ class Config:
              "--algorithm ggcn samples in hidden space: set --gen-steps (l_z) to 1 or more")
         need(self.des_init in ("noise", "persistent", "data"),
              f"--des-init must be noise, persistent or data, got {self.des_init!r}")
+        need(self.coop_pool >= 0, f"--coop-pool must be >= 0, got {self.coop_pool}")
+        need(not self.coop_pool or self.algorithm == "coop",
+             f"--coop-pool keeps chains beside a CoopNets generator's; --algorithm {self.algorithm} "
+             "has none (Algorithm D's own persistent chains: --des-init persistent)")
+        need(0 <= self.coop_pool_renew <= 1,
+             f"--coop-pool-renew is a probability per step, in [0, 1]; got {self.coop_pool_renew}")
         need(self.algorithm != "abp" or self.gen_steps > 0,
              "--algorithm abp infers each latent by Langevin: set --gen-steps to 1 or more (e.g. 10)")
         need(self.amp in AMP_MODES, f"--amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")

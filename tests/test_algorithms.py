@@ -161,6 +161,65 @@ def test_seeded_step_matches_golden_numbers(kind):
     assert run_steps(kind) == stats  # and the seed fixes it
 
 
+def _pool_steps(renew, seen=None):
+    """Two coop steps with a pool of 4 chains beside 6 (noise-free revision, so the revision is
+    a function of the descriptor and its start). ``seen`` collects the descriptor's x̃ batches."""
+    import copy
+    from coopnets import algorithms
+    from coopnets.langevin import revise
+    cfg = tiny_cfg(gen_steps=0, des_noise=False, coop_pool=4, coop_pool_renew=renew)
+    des, gen = tiny_nets(cfg)
+    g = torch.Generator().manual_seed(0)
+    x_obs = torch.rand(6, 1, 28, 28, generator=g) * 2 - 1
+    nets = Nets(des, gen, adam(des), adam(gen), (8,))
+    first = coop_step(nets, Batch(x_obs), {}, cfg, g)
+    before = copy.deepcopy(des)  # the descriptor that continues the pool in step 2
+    second = coop_step(nets, Batch(x_obs), first.state, cfg, g)
+    expected = revise(before, first.state["pool"], ref_std=cfg.ref_std, steps=cfg.des_steps,
+                      step_size=cfg.des_step_size, noise=0.0, rng=g)
+    return first, second, expected
+
+
+def test_the_pool_starts_from_revised_samples_and_continues_its_chains():
+    first, second, continued = _pool_steps(renew=0.0)
+    rows = first.samples["x_rev"]
+    assert first.state["pool"].shape == (4, *rows.shape[1:])
+    assert torch.equal(first.state["pool"], rows[:4])  # filled from the step's revised samples
+    assert torch.equal(second.state["pool"], continued)  # l_D more steps, none restarted
+    assert (continued - first.state["pool"]).abs().max() > 0  # the chains moved
+
+
+def test_a_renewed_pool_chain_restarts_from_one_of_the_steps_revised_samples():
+    _, second, continued = _pool_steps(renew=1.0)
+    rows = second.samples["x_rev"].flatten(1)
+    for chain in second.state["pool"].flatten(1):  # every chain restarted: each is a row of x̃
+        assert any(torch.equal(chain, row) for row in rows)
+    from coopnets.algorithms import renew_pool
+    g = torch.Generator().manual_seed(1)
+    pool, x_rev = torch.zeros(1000, 2), torch.ones(5, 2)
+    restarted = renew_pool(pool, x_rev, 0.05, g)[:, 0].mean().item()
+    assert abs(restarted - 0.05) < 0.02  # each chain with probability 0.05 (sd 0.007)
+
+
+def test_the_descriptor_learns_from_the_pool_beside_the_generators_chains(monkeypatch):
+    from coopnets import algorithms
+    sizes, original = [], algorithms.update_descriptor
+    monkeypatch.setattr(algorithms, "update_descriptor",
+                        lambda des, opt, x_obs, x_syn, *a, **k: (sizes.append(len(x_syn)),
+                                                                 original(des, opt, x_obs, x_syn, *a, **k))[1])
+    first, second, _ = _pool_steps(renew=0.05)
+    assert sizes == [6 + 4, 6 + 4]
+    assert len(second.samples["x_rev"]) == 6  # the generator's chains, all it learns from
+
+
+def test_the_pool_is_for_coopnets_only():
+    from coopnets.errors import UserError
+    with pytest.raises(UserError, match="--des-init persistent"):
+        tiny_cfg(algorithm="descriptor", coop_pool=4)
+    with pytest.raises(UserError, match="coop-pool-renew"):
+        tiny_cfg(coop_pool=4, coop_pool_renew=1.5)
+
+
 def test_descriptor_update_raises_f_gap_on_the_same_samples():
     cfg = tiny_cfg()
     des, _ = tiny_nets(cfg)
