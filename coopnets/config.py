@@ -108,6 +108,7 @@ class Config:
     num_chains: int = 144  # M synthesized examples per step (per process)
     steps: int = 10000  # total iterations
     lr_final: float = 1.0  # both learning rates decay linearly to this fraction at the last step
+    lr_warmup: int = 0  # and rise linearly from 1/N of that over the first N steps (0: no warm-up)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     # none | bf16 (networks under autocast; Langevin state stays float32) | bf16-langevin
@@ -167,7 +168,7 @@ class Config:
         for name in ("batch_size", "num_chains", "steps", "des_width", "gen_width", "z_dim",
                      "log_every", "grid_size"):
             need(getattr(self, name) > 0, f"--{_flag(name)} must be positive, got {getattr(self, name)}")
-        for name in ("des_steps", "gen_steps", "image_size", "crop_size", "sample_every",
+        for name in ("des_steps", "gen_steps", "image_size", "crop_size", "sample_every", "lr_warmup",
                      "ckpt_every", "snapshot_every", "frames", "frame_start", "crop_frames"):
             need(getattr(self, name) >= 0, f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
         for name in ("des_step_size", "ref_std", "gen_step_size", "residual_std", "des_lr", "gen_lr",

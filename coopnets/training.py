@@ -287,8 +287,10 @@ def restore(s: Session, ckpt: dict) -> str:
 
 
 def lr_factor(cfg: Config, step: int) -> float:
-    """The linear learning-rate schedule: 1 at step 0, ``lr_final`` at the last step."""
-    return 1.0 - (1.0 - cfg.lr_final) * step / max(1, cfg.steps - 1)
+    """The learning-rate schedule at 0-based ``step``: linear from 1 at step 0 to ``lr_final`` at
+    the last step, times min(1, (step + 1)/N) with N = ``lr_warmup`` (a linear warm-up)."""
+    decay = 1.0 - (1.0 - cfg.lr_final) * step / max(1, cfg.steps - 1)
+    return decay * min(1.0, (step + 1) / cfg.lr_warmup) if cfg.lr_warmup else decay
 
 
 def set_learning_rates(s: Session, step: int) -> None:

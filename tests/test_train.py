@@ -255,3 +255,25 @@ def test_checkpoints_load_on_the_cpu_and_resume_across_devices(tmp_path, digits_
     assert train(cfg_for(digits_npz, tmp_path, steps=3)) == run
     assert load_checkpoint(run)["step"] == 3
     assert "noise generator was a cuda one" in (run / "log.txt").read_text()
+
+
+def test_the_warm_up_rises_linearly_and_multiplies_the_decay():
+    cfg = resolve(None, steps=101, lr_final=0.1, lr_warmup=10)
+    decay = [1 - 0.9 * t / 100 for t in range(101)]  # 1 at step 0, 0.1 at step 100
+    assert train_mod.lr_factor(cfg, 0) == pytest.approx(decay[0] / 10)
+    assert train_mod.lr_factor(cfg, 4) == pytest.approx(decay[4] * 5 / 10)
+    assert [train_mod.lr_factor(cfg, t) for t in (9, 50, 100)] == pytest.approx(
+        [decay[9], decay[50], 0.1])  # warmed up from step 9 on
+    plain = resolve(None, steps=101, lr_final=0.1)
+    assert [train_mod.lr_factor(plain, t) for t in (0, 4, 100)] == pytest.approx(
+        [1.0, decay[4], 0.1])
+    with pytest.raises(UserError, match="--lr-warmup must be >= 0"):
+        resolve(None, lr_warmup=-1)
+
+
+def test_a_warm_up_run_starts_its_optimisers_at_a_fraction_of_the_rate(tmp_path, digits_npz):
+    run = train(cfg_for(digits_npz, tmp_path, steps=2, lr_warmup=4, des_lr=0.004, gen_lr=0.002))
+    ckpt = load_checkpoint(run)
+    # the rates of the last step taken (step 1 of 2: warm-up 2/4; the decay is off)
+    assert ckpt["opt_des"]["param_groups"][0]["lr"] == pytest.approx(0.004 * 2 / 4)
+    assert ckpt["opt_gen"]["param_groups"][0]["lr"] == pytest.approx(0.002 * 2 / 4)
