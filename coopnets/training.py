@@ -75,6 +75,12 @@ MIN_SPREAD = 0.05  # per-pixel std over the fixed latents
 COLLAPSED_SPREAD = 0.3  # median over the last COLLAPSE_WINDOW of the run
 COLLAPSE_WINDOW = 0.1  # fraction of the run's steps (and at least 3 checkpoints)
 COLLAPSE_AFTER = 0.5  # fraction of the run's steps before which no warning is given
+# After the Langevin move has blown up, checkpoints stay held back while the generator's spread
+# is under this fraction of its value at the last checkpoint written: a blow-up can wreck the
+# generator without a NaN or a saturated pixel, and once the move and the gap had calmed down,
+# latest.pt took the wreck (texture-224-cpu at 4,000 steps, seed 1: the move blew up at step
+# 945, the spread fell from 0.89 at step 900 to 0.19-0.22, and step 1,100 was written).
+WRECKED_SPREAD = 0.5
 
 
 # ---- logs --------------------------------------------------------------------
@@ -383,6 +389,7 @@ class MoveWatch:
         self.recent: list = []  # the moves since the last verdict, kept out until it passes
         self.factors = {"langevin_move": factor, "f_gap": gap_factor}
         self.window, self.peaks = window, {"langevin_move": 0.0, "f_gap": 0.0}
+        self.high: set = set()  # which of the two the last verdict found too high
 
     @property
     def moves(self) -> deque:
@@ -417,11 +424,12 @@ class MoveWatch:
                           f"{k}.median": statistics.median(values) if full else 0.0})
         s = dist.mean_over_ranks(local)
         self.peaks = dict.fromkeys(self.peaks, 0.0)
-        why = []
+        why, self.high = [], set()
         for k, label in (("langevin_move", "the Langevin move"), ("f_gap", "|f(data) - f(syn)|")):
             peak, med = s[f"{k}.peak"], s[f"{k}.median"]
             high = s[f"{k}.full"] >= 1 and med > 0 and peak > self.factors[k] * med
             if high:
+                self.high.add(k)
                 why.append(f"{label} reached {peak:.3g}, {peak / med:.1f}x its median {med:.3g} "
                            f"over the last {self.window} steps")
             # The move's median is over its healthy intervals only; the gap's follows every
@@ -443,6 +451,7 @@ class Monitor:
         self.warned: dict[str, bool] = {}  # "stall", "collapse": warned once already
         self.spreads: list[tuple[int, float]] = []  # (step, latent_spread) at the checkpoints
         self.health: tuple[int, dict] | None = None  # (step, checkpoint_health) of the last one
+        self.blown_up: int | None = None  # the step the move blew up at, since the last write
 
     def add(self, step: int, stats: dict) -> None:
         self.pending.append((step, stats))
@@ -496,7 +505,7 @@ def write_checkpoint(s: Session, run_dir: Path, step: int, mon: Monitor) -> None
                 snap.unlink(missing_ok=True)
                 raise write_error(snap, e, f"{LATEST} (step {step}) was written") from None
     dist.barrier()
-    mon.last_ckpt = step
+    mon.last_ckpt, mon.blown_up = step, None
 
 
 def stall(s: Session, mon: Monitor) -> str:
@@ -550,10 +559,34 @@ def collapsed(s: Session, mon: Monitor, step: int) -> str:
             f"--gen-lr (docs/results.md, Textures)")
 
 
+def wrecked(mon: Monitor, now: float | None) -> str:
+    """Why the generator looks wrecked by the blow-up of the move at ``mon.blown_up``, or "":
+    its spread ``now`` is under WRECKED_SPREAD of its spread at the last checkpoint written.
+    (Either spread unknown, e.g. a run without a generator: "".)"""
+    before = dict(mon.spreads).get(mon.last_ckpt)
+    if before is None or now is None or now >= WRECKED_SPREAD * before:
+        return ""
+    return (f"the generator's spread fell from {before:.2f} at step {mon.last_ckpt} to {now:.2f} "
+            f"after the Langevin move blew up at step {mon.blown_up}, so the blow-up may have "
+            f"wrecked it")
+
+
+def hold_reason(s: Session, mon: Monitor, step: int) -> str:
+    """Why no checkpoint may be written at ``step``, or "": the move or the gap far above their
+    medians (MoveWatch), or, since a blow-up of the move, a generator it seems to have wrecked."""
+    why = mon.watch.verdict()
+    if "langevin_move" in mon.watch.high and mon.blown_up is None:
+        mon.blown_up = step
+    if not why and mon.blown_up is not None:
+        why = wrecked(mon, latent_spread(s, mon, step))
+    return why
+
+
 def maybe_checkpoint(s: Session, run_dir: Path, step: int, mon: Monitor, log: RunLog) -> None:
-    """Write a checkpoint unless the Langevin move says a blow-up has begun (the final one is
-    always written, with a warning). Warns once when the run looks stalled, and once when
-    its generator looks collapsed."""
+    """Write a checkpoint unless the Langevin move says a blow-up has begun, or, after one, the
+    generator's spread says it wrecked the generator (the final one is always written, with a
+    warning). Warns once when the run looks stalled, and once when its generator looks
+    collapsed."""
     for kind, why in (("stall", not mon.warned.get("stall") and stall(s, mon)),
                       ("collapse", not mon.warned.get("collapse") and collapsed(s, mon, step))):
         if why:
@@ -561,7 +594,7 @@ def maybe_checkpoint(s: Session, run_dir: Path, step: int, mon: Monitor, log: Ru
             if dist.is_main():
                 tqdm.write(f"warning: step {step}: {why}", file=sys.stderr)  # above the progress bar
             mon.warned[kind] = True
-    why = mon.watch.verdict()
+    why = hold_reason(s, mon, step)
     if why and step < s.cfg.steps:
         log.text(f"step {step}: checkpoint held back because {why}; latest.pt stays at step "
                  f"{mon.last_ckpt}")
@@ -733,7 +766,7 @@ def stop_for_signal(s: Session, run_dir: Path, step: int, mon: Monitor, signum: 
     """Save a checkpoint at ``step`` unless the run is unhealthy or already drifting; returns
     the Interrupted to raise, whose message says what was kept."""
     mon.flush()  # every step since the last check: raises TrainingDiverged if one is bad
-    why = mon.watch.verdict()
+    why = hold_reason(s, mon, step)
     if why:
         kept = f"checkpoint held back because {why}; latest.pt stays at step {mon.last_ckpt or 0}"
     elif mon.last_ckpt != step:

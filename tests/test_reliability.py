@@ -428,3 +428,29 @@ def test_a_run_stalled_at_the_quadratic_limit_is_told_to_try_the_wall(tmp_path):
     assert check(0.5, 0.01) == ""  # gap under the limit
     assert check(1.0, 0.01, des_gap_shape="wall") == ""
     assert check(1.0, 0.01, des_gap_limit=0.0) == ""
+
+
+def test_a_stop_after_a_blow_up_keeps_the_checkpoint_from_before_it(tmp_path, digits_npz,
+                                                                    monkeypatch):
+    """SIGTERM once the move has calmed down but the generator's spread has not come back: the
+    stop keeps latest.pt at the last checkpoint before the blow-up, as the checkpoints did."""
+    real, calls = train_mod.STEPS["coop"], []
+
+    def scripted(*a, **k):
+        r = real(*a, **k)
+        calls.append(None)
+        return r._replace(stats={**r.stats, "f_gap": 1.0,
+                                 "langevin_move": 1.0 if len(calls) == 8 else 0.1})
+
+    monkeypatch.setitem(train_mod.STEPS, "coop", scripted)
+    watch = train_mod.MoveWatch
+    monkeypatch.setattr(train_mod, "MoveWatch", lambda: watch(window=6, factor=4.0))
+    monkeypatch.setattr(train_mod, "latent_spread", lambda s, mon, step: 0.8 if step < 8 else 0.2)
+    signal_at(monkeypatch, 10, signal.SIGTERM)
+    with pytest.raises(Interrupted):
+        train(cfg_for(digits_npz, tmp_path, steps=12, ckpt_every=3, log_every=1))
+    run = next(tmp_path.glob("0000*"))
+    assert load_checkpoint(run)["step"] == 6
+    assert ("stopped by SIGTERM at step 10; checkpoint held back because the generator's spread "
+            "fell from 0.80 at step 6 to 0.20 after the Langevin move blew up at step 9") in (
+        run / "log.txt").read_text()

@@ -277,3 +277,46 @@ def test_a_warm_up_run_starts_its_optimisers_at_a_fraction_of_the_rate(tmp_path,
     # the rates of the last step taken (step 1 of 2: warm-up 2/4; the decay is off)
     assert ckpt["opt_des"]["param_groups"][0]["lr"] == pytest.approx(0.004 * 2 / 4)
     assert ckpt["opt_gen"]["param_groups"][0]["lr"] == pytest.approx(0.002 * 2 / 4)
+
+
+@pytest.mark.parametrize("spread_after,held", [(0.2, True), (0.6, False)])
+def test_after_a_blow_up_a_generator_whose_spread_fell_is_not_saved(tmp_path, digits_npz,
+                                                                    monkeypatch, spread_after, held):
+    """A blow-up can wreck the generator without a NaN: once the move calmed down, latest.pt
+    used to take the wreck. After a move blow-up, a checkpoint waits until the generator's
+    spread is at least half what it was at the last checkpoint written."""
+    _scripted_moves(monkeypatch, {8: 1.0})  # the move blows up at step 8, calm after
+    monkeypatch.setattr(train_mod, "latent_spread",
+                        lambda s, mon, step: 0.8 if step < 8 else spread_after)
+    run = train(cfg_for(digits_npz, tmp_path, steps=11, ckpt_every=1, log_every=1))
+    log = (run / "log.txt").read_text()
+    assert "step 8: checkpoint held back because the Langevin move reached 1" in log
+    wreck = "the generator's spread fell from 0.80 at step 7 to 0.20 after the Langevin move blew up at step 8"
+    if held:
+        assert f"step 9: checkpoint held back because {wreck}" in log
+        assert f"step 10: checkpoint held back because {wreck}" in log
+        assert f"warning: the final checkpoint is written although {wreck}" in log
+    else:
+        assert "step 9: checkpoint held back" not in log  # half the spread is not a wreck
+    assert load_checkpoint(run)["step"] == 11  # the final one is always written
+
+
+def test_a_spread_that_falls_after_a_gap_spike_alone_is_saved(tmp_path, digits_npz, monkeypatch):
+    """Only a blow-up of the move (samples thrown out of the image) arms the spread check; gap
+    spikes come and go in healthy runs."""
+    real, calls = train_mod.STEPS["coop"], []
+
+    def step_with_gap_spike(*a, **k):
+        r = real(*a, **k)
+        calls.append(None)
+        return r._replace(stats={**r.stats, "langevin_move": 0.1,
+                                 "f_gap": 100.0 if len(calls) == 8 else 1.0})
+
+    monkeypatch.setitem(train_mod.STEPS, "coop", step_with_gap_spike)
+    watch = train_mod.MoveWatch
+    monkeypatch.setattr(train_mod, "MoveWatch", lambda: watch(window=6, factor=4.0))
+    monkeypatch.setattr(train_mod, "latent_spread", lambda s, mon, step: 0.8 if step < 8 else 0.2)
+    run = train(cfg_for(digits_npz, tmp_path, steps=11, ckpt_every=1, log_every=1))
+    log = (run / "log.txt").read_text()
+    assert "step 8: checkpoint held back because |f(data) - f(syn)| reached 100" in log
+    assert "step 9: checkpoint held back" not in log and "spread fell" not in log
