@@ -241,8 +241,9 @@ PRESETS: dict[str, dict] = {
     # as texture-cpu's do at 128x128: a descriptor that sees 129 pixels, a latent at 1/32
     # (16-pixel cells locked the columns to their period), crops of 128; and the descriptor's
     # slope bounded (des_slope_penalty): without it 4,000 steps blew up at step 650, the slope
-    # having outgrown the reference's pull thirty-fold; with it 4,000 steps ran clean and drew
-    # the running bond. 1,000 steps (20 CPU-min): the bond in seed 0 only of four (seed 1
+    # having outgrown the reference's pull thirty-fold; with it 4,000 steps of seed 0 ran clean
+    # and drew the running bond (seed 1 still blew up at step 945). 1,000 steps (20 CPU-min):
+    # the bond in seed 0 only of four (seed 1
     # collapses to stripes with or without the penalty, which the trainer warns of; seeds 2 and 3
     # draw ladders and clustered joints; docs/results.md).
     "texture-224-cpu": dict(_TEXTURE_CPU, image_size=224, crop_size=128, des_net="texture-deep5",
