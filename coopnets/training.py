@@ -486,7 +486,7 @@ def checkpoint_health(s: Session, mon: Monitor, step: int) -> dict:
 
 
 def write_checkpoint(s: Session, run_dir: Path, step: int, mon: Monitor) -> None:
-    """Recalibrate BatchNorm and write ``latest.pt`` (and a snapshot when due)."""
+    """Recalibrate BatchNorm and write ``latest.pt`` (and a snapshot when one is due)."""
     des, gen = s.modules
     if not _finite_params(des, gen):
         check_finite(step, {"parameters": float("nan")}, run_dir, mon.last_ckpt)
@@ -497,7 +497,10 @@ def write_checkpoint(s: Session, run_dir: Path, step: int, mon: Monitor) -> None
     obj = {**checkpoint_dict(s, step), "watch": mon.watch.state_dict()}
     if dist.is_main():
         save_checkpoint(obj, run_dir / LATEST)
-        if s.cfg.snapshot_every and step % s.cfg.snapshot_every == 0:
+        # a snapshot when a multiple of snapshot_every lies in (the last checkpoint, step]: at the
+        # multiple itself, or, if that checkpoint was held back, at the next one written
+        every = s.cfg.snapshot_every
+        if every and step // every > (mon.last_ckpt or 0) // every:
             snap = run_dir / f"ckpt-{step:06d}.pt"
             try:
                 shutil.copyfile(run_dir / LATEST, snap)

@@ -320,3 +320,15 @@ def test_a_spread_that_falls_after_a_gap_spike_alone_is_saved(tmp_path, digits_n
     log = (run / "log.txt").read_text()
     assert "step 8: checkpoint held back because |f(data) - f(syn)| reached 100" in log
     assert "step 9: checkpoint held back" not in log and "spread fell" not in log
+
+
+def test_a_snapshot_held_back_with_its_checkpoint_is_taken_at_the_next_one_written(
+        tmp_path, digits_npz, monkeypatch):
+    """The snapshot due at step 8 goes to the next checkpoint written (10) when a blow-up holds
+    step 8 back; before, a held-back snapshot step left no snapshot at all."""
+    _scripted_moves(monkeypatch, {8: 1.0})  # the move spikes at step 8 only
+    run = train(cfg_for(digits_npz, tmp_path, steps=12, ckpt_every=2, snapshot_every=4))
+    assert "step 8: checkpoint held back" in (run / "log.txt").read_text()
+    assert sorted(p.name for p in run.glob("ckpt-*.pt")) == ["ckpt-000004.pt", "ckpt-000010.pt",
+                                                             "ckpt-000012.pt"]
+    assert load_checkpoint(run / "ckpt-000010.pt")["step"] == 10
