@@ -123,7 +123,8 @@ class Config:
     log_every: int = 10
     sample_every: int = 200
     ckpt_every: int = 200
-    snapshot_every: int = 0  # keep a copy of the checkpoint every N steps (0: only latest)
+    snapshot_every: int = 0  # keep a copy of the checkpoint every N steps (0: only latest; one
+    # held back with its checkpoint is taken at the next checkpoint written)
     grid_size: int = 64  # fixed latent batch drawn once, for comparable progress grids
     progress: bool = True
 
