@@ -59,3 +59,23 @@ def smoke_run(smoke_data) -> Path:
                              progress=False))
     finally:
         torch.set_num_threads(n)
+
+
+def scripted_steps(monkeypatch, moves: dict | None = None, gaps: dict | None = None) -> list:
+    """CoopNets steps whose Langevin move is ``moves[n]`` and f_gap ``gaps[n]`` at the n-th call
+    (0.1 and 1.0 otherwise), judged over a window of 6; returns the list of calls (one entry per
+    step taken)."""
+    from coopnets import training as train_mod
+    real, calls, moves, gaps = train_mod.STEPS["coop"], [], moves or {}, gaps or {}
+
+    def scripted(*a, **k):
+        r = real(*a, **k)
+        calls.append(None)
+        # f_gap held level: the smoke run's own gap grows ~2.5x a step in its first steps
+        return r._replace(stats={**r.stats, "langevin_move": moves.get(len(calls), 0.1),
+                                 "f_gap": gaps.get(len(calls), 1.0)})
+
+    monkeypatch.setitem(train_mod.STEPS, "coop", scripted)
+    watch = train_mod.MoveWatch
+    monkeypatch.setattr(train_mod, "MoveWatch", lambda: watch(window=6, factor=4.0))
+    return calls

@@ -161,11 +161,11 @@ def test_seeded_step_matches_golden_numbers(kind):
     assert run_steps(kind) == stats  # and the seed fixes it
 
 
-def _pool_steps(renew, seen=None):
+def _pool_steps(renew):
     """Two coop steps with a pool of 4 chains beside 6 (noise-free revision, so the revision is
-    a function of the descriptor and its start). ``seen`` collects the descriptor's x̃ batches."""
+    a function of the descriptor and its start), and the pool that step 1's chains continued by
+    the descriptor of step 2's start should give."""
     import copy
-    from coopnets import algorithms
     from coopnets.langevin import revise
     cfg = tiny_cfg(gen_steps=0, des_noise=False, coop_pool=4, coop_pool_renew=renew)
     des, gen = tiny_nets(cfg)

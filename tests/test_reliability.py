@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import scripted_steps
 from coopnets import checkpoint as ckpt_mod
 from coopnets import training as train_mod
 from coopnets.checkpoint import LATEST, load_checkpoint, save_checkpoint
@@ -434,17 +435,7 @@ def test_a_stop_after_a_blow_up_keeps_the_checkpoint_from_before_it(tmp_path, di
                                                                     monkeypatch):
     """SIGTERM once the move has calmed down but the generator's spread has not come back: the
     stop keeps latest.pt at the last checkpoint before the blow-up, as the checkpoints did."""
-    real, calls = train_mod.STEPS["coop"], []
-
-    def scripted(*a, **k):
-        r = real(*a, **k)
-        calls.append(None)
-        return r._replace(stats={**r.stats, "f_gap": 1.0,
-                                 "langevin_move": 1.0 if len(calls) == 8 else 0.1})
-
-    monkeypatch.setitem(train_mod.STEPS, "coop", scripted)
-    watch = train_mod.MoveWatch
-    monkeypatch.setattr(train_mod, "MoveWatch", lambda: watch(window=6, factor=4.0))
+    scripted_steps(monkeypatch, {8: 1.0})  # the move blows up at step 8, calm after
     monkeypatch.setattr(train_mod, "latent_spread", lambda s, mon, step: 0.8 if step < 8 else 0.2)
     signal_at(monkeypatch, 10, signal.SIGTERM)
     with pytest.raises(Interrupted):

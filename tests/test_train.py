@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from conftest import scripted_steps
 from coopnets import training as train_mod
 from coopnets.checkpoint import LATEST, load_checkpoint, load_run, save_checkpoint
 from coopnets.config import PRESETS, resolve
@@ -164,26 +165,9 @@ def test_move_watch_holds_back_during_a_spike_only():
     assert watch.verdict() == ""
 
 
-def _scripted_moves(monkeypatch, moves: dict) -> list:
-    """CoopNets steps whose Langevin move is ``moves[n]`` at the n-th call (0.1 otherwise),
-    judged over a window of 6; returns the list of calls (one entry per step taken)."""
-    real, calls = train_mod.STEPS["coop"], []
-
-    def step_with_moves(*a, **k):
-        r = real(*a, **k)
-        calls.append(None)
-        # f_gap held level: the smoke run's own gap grows ~2.5x a step in its first steps
-        return r._replace(stats={**r.stats, "langevin_move": moves.get(len(calls), 0.1), "f_gap": 1.0})
-
-    monkeypatch.setitem(train_mod.STEPS, "coop", step_with_moves)
-    watch = train_mod.MoveWatch
-    monkeypatch.setattr(train_mod, "MoveWatch", lambda: watch(window=6, factor=4.0))
-    return calls
-
-
 def test_a_blow_up_does_not_overwrite_the_last_healthy_checkpoint(tmp_path, digits_npz, monkeypatch):
     # a spike, a calm step, then the blow-up
-    _scripted_moves(monkeypatch, {7: 1.0, 8: 0.1, 9: 0.8, 10: float("nan")})
+    scripted_steps(monkeypatch, {7: 1.0, 8: 0.1, 9: 0.8, 10: float("nan")})
     with pytest.raises(TrainingDiverged, match=r"diverged at step 10 .*step 8"):
         train(cfg_for(digits_npz, tmp_path, steps=12))
     run = next(tmp_path.glob("0000*"))
@@ -205,7 +189,7 @@ def test_a_blow_up_just_after_a_resume_is_held_back_too(tmp_path, digits_npz, mo
     """The window the move is judged by is saved in the checkpoint: a run resumed one step
     before a blow-up holds the blown-up step back, as the uninterrupted run would (before,
     the steps after a restart were ungated and latest.pt took the spike)."""
-    calls = _scripted_moves(monkeypatch, {9: 1.0, 10: float("nan")})
+    calls = scripted_steps(monkeypatch, {9: 1.0, 10: float("nan")})
     run = train(cfg_for(digits_npz, tmp_path, steps=8))  # eight calm steps, then a restart
     saved = load_checkpoint(run)["watch"]
     assert saved["langevin_move"] == pytest.approx([0.1] * 6) and saved["f_gap"] == [1.0] * 6
@@ -285,7 +269,7 @@ def test_after_a_blow_up_a_generator_whose_spread_fell_is_not_saved(tmp_path, di
     """A blow-up can wreck the generator without a NaN: once the move calmed down, latest.pt
     used to take the wreck. After a move blow-up, a checkpoint waits until the generator's
     spread is at least half what it was at the last checkpoint written."""
-    _scripted_moves(monkeypatch, {8: 1.0})  # the move blows up at step 8, calm after
+    scripted_steps(monkeypatch, {8: 1.0})  # the move blows up at step 8, calm after
     monkeypatch.setattr(train_mod, "latent_spread",
                         lambda s, mon, step: 0.8 if step < 8 else spread_after)
     run = train(cfg_for(digits_npz, tmp_path, steps=11, ckpt_every=1, log_every=1))
@@ -304,17 +288,7 @@ def test_after_a_blow_up_a_generator_whose_spread_fell_is_not_saved(tmp_path, di
 def test_a_spread_that_falls_after_a_gap_spike_alone_is_saved(tmp_path, digits_npz, monkeypatch):
     """Only a blow-up of the move (samples thrown out of the image) arms the spread check; gap
     spikes come and go in healthy runs."""
-    real, calls = train_mod.STEPS["coop"], []
-
-    def step_with_gap_spike(*a, **k):
-        r = real(*a, **k)
-        calls.append(None)
-        return r._replace(stats={**r.stats, "langevin_move": 0.1,
-                                 "f_gap": 100.0 if len(calls) == 8 else 1.0})
-
-    monkeypatch.setitem(train_mod.STEPS, "coop", step_with_gap_spike)
-    watch = train_mod.MoveWatch
-    monkeypatch.setattr(train_mod, "MoveWatch", lambda: watch(window=6, factor=4.0))
+    scripted_steps(monkeypatch, gaps={8: 100.0})  # the gap spikes at step 8, the move calm
     monkeypatch.setattr(train_mod, "latent_spread", lambda s, mon, step: 0.8 if step < 8 else 0.2)
     run = train(cfg_for(digits_npz, tmp_path, steps=11, ckpt_every=1, log_every=1))
     log = (run / "log.txt").read_text()
@@ -326,7 +300,7 @@ def test_a_snapshot_held_back_with_its_checkpoint_is_taken_at_the_next_one_writt
         tmp_path, digits_npz, monkeypatch):
     """The snapshot due at step 8 goes to the next checkpoint written (10) when a blow-up holds
     step 8 back; before, a held-back snapshot step left no snapshot at all."""
-    _scripted_moves(monkeypatch, {8: 1.0})  # the move spikes at step 8 only
+    scripted_steps(monkeypatch, {8: 1.0})  # the move spikes at step 8 only
     run = train(cfg_for(digits_npz, tmp_path, steps=12, ckpt_every=2, snapshot_every=4))
     assert "step 8: checkpoint held back" in (run / "log.txt").read_text()
     assert sorted(p.name for p in run.glob("ckpt-*.pt")) == ["ckpt-000004.pt", "ckpt-000010.pt",
