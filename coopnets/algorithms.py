@@ -140,11 +140,36 @@ def slope_penalty(f_syn: torch.Tensor, x_syn: torch.Tensor, weight: float, ref_s
     return weight * grad[0].numel() / var * (u - 1).clamp(min=0).pow(2).mean(), u.detach()
 
 
+class GradClip:
+    """``--des-grad-clip``: scales the descriptor's gradient down to ``multiple`` times the
+    running average of its total norm (an exponential average with ``decay`` per step of the
+    norms as clipped) before the optimiser's step. Adam divides by a root mean square that
+    remembers a thousand steps, so a gradient ten times its recent size becomes a step about
+    sixteen times the learning rate; clipped, a sudden pull still acts, spread over the steps
+    the average takes to follow it. The first step (no average yet) starts the average at its
+    own norm, unclipped. Tensors only: no host synchronisation."""
+
+    def __init__(self, multiple: float, avg: torch.Tensor | None = None, decay: float = 0.98):
+        self.multiple, self.avg, self.decay = multiple, avg, decay
+        self.scale = None  # the factor the last call applied (1: not clipped)
+
+    def __call__(self, params) -> None:
+        grads = [p.grad for p in params if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads).detach()
+        if self.avg is None:
+            self.avg, self.scale = norm.clone(), torch.ones_like(norm)
+            return
+        self.scale = (self.multiple * self.avg / (norm + 1e-12)).clamp(max=1.0)
+        torch._foreach_mul_(grads, self.scale)
+        self.avg = self.decay * self.avg + (1 - self.decay) * norm * self.scale
+
+
 def update_descriptor(des, opt, x_obs, x_syn, amp, limit: float = 0.0, shape: str = "quadratic",
-                      slope: float = 0.0, ref_std: float = 1.0):
+                      slope: float = 0.0, ref_std: float = 1.0, clip: GradClip | None = None):
     """D2: one pass over the observed and synthesized examples together (independent rows),
-    with ``slope`` > 0 the slope penalty at x̃ (``slope_penalty``). Returns the loss, the scores
-    f(x_i), f(x̃_j), detached, and the slopes u_j (None without the penalty)."""
+    with ``slope`` > 0 the slope penalty at x̃ (``slope_penalty``), and the gradient clipped by
+    ``clip`` when given. Returns the loss, the scores f(x_i), f(x̃_j), detached, and the slopes
+    u_j (None without the penalty)."""
     if slope > 0:
         x_syn = x_syn.detach().requires_grad_(True)
     with amp():
@@ -154,17 +179,26 @@ def update_descriptor(des, opt, x_obs, x_syn, amp, limit: float = 0.0, shape: st
     penalty, u = slope_penalty(f_syn, x_syn, slope, ref_std) if slope > 0 else (0.0, None)
     opt.zero_grad(set_to_none=True)
     (loss + penalty).backward()
+    if clip is not None:
+        clip(des.parameters())
     opt.step()
     return loss.detach(), f_obs.detach(), f_syn.detach(), u
 
 
-def _update_descriptor(des, opt, x_obs, x_syn, amp, cfg) -> dict:
+def _update_descriptor(des, opt, x_obs, x_syn, amp, cfg, state) -> tuple[dict, dict]:
+    """D2 with the run's settings. Returns the stats and ``state`` with the clip's running
+    average (``state["des_grad_avg"]``, --des-grad-clip) updated."""
+    clip = GradClip(cfg.des_grad_clip, state.get("des_grad_avg")) if cfg.des_grad_clip else None
     loss, f_obs, f_syn, u = update_descriptor(des, opt, x_obs, x_syn, amp, gap_limit(cfg, x_obs),
-                                              cfg.des_gap_shape, cfg.des_slope_penalty, cfg.ref_std)
+                                              cfg.des_gap_shape, cfg.des_slope_penalty, cfg.ref_std,
+                                              clip)
     stats = {"des_loss": loss, "f_gap": f_obs.mean() - f_syn.mean()}
     if u is not None:
         stats["des_slope"] = u.mean()
-    return stats
+    if clip is not None:
+        stats["des_grad_scale"] = clip.scale
+        state = {**state, "des_grad_avg": clip.avg}
+    return stats, state
 
 
 def _infer_z(gen, x, z, cfg, amp, rng, steps=None, step_size=None):
@@ -210,7 +244,7 @@ def descriptor_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> Ste
     # D1: l_D Langevin steps of the descriptor from x_init.
     x_syn = _revise(nets, x_init, cfg, chain_amp, rng)
     # D2: θ ← θ + lr · (mean ∂f(x_i)/∂θ − mean ∂f(x̃_j)/∂θ).
-    stats = _update_descriptor(nets.des, nets.opt_des, batch.x, x_syn, amp, cfg)
+    stats, state = _update_descriptor(nets.des, nets.opt_des, batch.x, x_syn, amp, cfg, state)
     stats["langevin_move"] = _rms_move(x_syn, x_init)
     state = {**state, "chains": x_syn if cfg.des_init == "persistent" else None}
     return StepResult(stats, state, {"x_syn": x_syn})
@@ -248,7 +282,8 @@ def renew_pool(pool, x_rev, p: float, rng):
 
 def coop_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> StepResult:
     """CoopNets (MCMC teaching). Carries no state between steps, except the pool of persistent
-    chains of ``--coop-pool`` (``state["pool"]``)."""
+    chains of ``--coop-pool`` (``state["pool"]``) and the running gradient norm of
+    ``--des-grad-clip`` (``state["des_grad_avg"]``)."""
     x_obs, amp, reuse = batch.x, amp_context(cfg, batch.x.device), cfg.gen_steps == 0
     chain_amp = amp_context(cfg, x_obs.device, "langevin")
     # G0: ẑ ~ N(0, I), x̂ = g(ẑ). With l_G = 0 the graph is kept so that G2 reuses it.
@@ -263,8 +298,9 @@ def coop_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> StepResul
     # The pool (--coop-pool): persistent chains, continued, learnt from beside x̃.
     pool = continue_pool(nets, state.get("pool"), x_rev, cfg, chain_amp, rng) if cfg.coop_pool else None
     # D2: update θ with observed {x_i} against revised {x̃_j} (and the pool's chains).
-    stats = _update_descriptor(nets.des, nets.opt_des, x_obs,
-                               x_rev if pool is None else torch.cat([x_rev, pool]), amp, cfg)
+    stats, state = _update_descriptor(nets.des, nets.opt_des, x_obs,
+                                      x_rev if pool is None else torch.cat([x_rev, pool]), amp, cfg,
+                                      state)
     # G2: update α to reproduce x̃ from z̃ (reusing the G0 forward pass when z̃ = ẑ).
     if reuse:
         x_fit = x_gen

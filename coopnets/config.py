@@ -70,6 +70,12 @@ class Config:
     # out of the image along ∂f, which is how texture-224-cpu blew up (docs/results.md
     # "Stability"). 0 (λ) is the paper's loss. Algorithms coop and descriptor.
     des_slope_penalty: float = 0.0
+    # Clip the descriptor's gradient norm at this multiple of its running average (over about
+    # 50 steps, DES_GRAD_AVG_DECAY) before Adam's update; 0: off (the paper). Adam turns a
+    # gradient ten times its recent size into a step about sixteen times lr per weight
+    # (β1 0.5, β2 0.999), and one such step wrecked texture-224-cpu (docs/results.md
+    # "Stability"). Algorithms coop and descriptor.
+    des_grad_clip: float = 0.0
     des_init: str = "noise"  # Algorithm D chains: noise | persistent | data
     # CoopNets with a pool of persistent chains beside the generator's (0: off, the paper): the
     # descriptor also learns from this many chains that each step continues by l_D Langevin steps
@@ -178,6 +184,11 @@ class Config:
         need(self.des_gap_limit >= 0, f"--des-gap-limit must be >= 0, got {self.des_gap_limit}")
         need(self.des_slope_penalty >= 0,
              f"--des-slope-penalty must be >= 0, got {self.des_slope_penalty}")
+        need(self.des_grad_clip == 0 or self.des_grad_clip >= 1,
+             f"--des-grad-clip must be 0 (off) or a multiple >= 1 of the running average, "
+             f"got {self.des_grad_clip}")
+        need(not self.des_grad_clip or self.algorithm in ("coop", "descriptor"),
+             f"--des-grad-clip applies to --algorithm coop and descriptor, not {self.algorithm}")
         need(not self.des_slope_penalty or self.algorithm in ("coop", "descriptor"),
              f"--des-slope-penalty applies to --algorithm coop and descriptor, not {self.algorithm}")
         need(not self.des_slope_penalty or self.compile == "none",

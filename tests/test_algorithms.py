@@ -366,6 +366,69 @@ def test_the_slope_penalty_pulls_an_over_steep_descriptor_back_to_the_reference_
     torch.testing.assert_close(des.w.detach(), before, atol=1e-6, rtol=0)
 
 
+def test_the_gradient_clip_holds_a_spike_to_its_multiple_of_the_running_average():
+    from coopnets.algorithms import GradClip
+    w = torch.nn.Parameter(torch.zeros(3))
+    clip = GradClip(2.0, decay=0.9)
+    w.grad = torch.tensor([3.0, 4.0, 0.0])  # norm 5: the first step starts the average, unclipped
+    clip([w])
+    assert torch.equal(w.grad, torch.tensor([3.0, 4.0, 0.0])) and clip.scale.item() == 1.0
+    assert clip.avg.item() == pytest.approx(5.0)
+    w.grad = torch.tensor([30.0, 40.0, 0.0])  # norm 50, ten times the average: scaled to 2 x 5
+    clip([w])
+    torch.testing.assert_close(w.grad, torch.tensor([6.0, 8.0, 0.0]))
+    assert clip.scale.item() == pytest.approx(0.2)
+    assert clip.avg.item() == pytest.approx(0.9 * 5 + 0.1 * 10)  # the average of the clipped norms
+    w.grad = torch.tensor([0.0, 0.0, 1.0])  # under the limit: untouched
+    clip([w])
+    assert torch.equal(w.grad, torch.tensor([0.0, 0.0, 1.0])) and clip.scale.item() == 1.0
+    assert clip.avg.item() == pytest.approx(0.9 * 5.5 + 0.1 * 1)
+
+
+def test_the_gradient_clip_keeps_adam_from_turning_a_spike_into_a_leap():
+    """After 300 steps of a steady gradient, one ten times larger: Adam (the descriptor's betas)
+    steps several times further than the step before; clipped at 2x the average, at most 2x."""
+    from coopnets.algorithms import GradClip
+    ratios = {}
+    for multiple in (None, 2.0):
+        torch_gen = torch.Generator().manual_seed(0)
+        w = torch.nn.Parameter(torch.zeros(50))
+        opt = torch.optim.Adam([w], 0.01, betas=(0.5, 0.999))
+        clip = GradClip(multiple) if multiple else None
+        g = torch.randn(50, generator=torch_gen)
+        moves = []
+        for t in range(301):
+            before = w.detach().clone()
+            w.grad = g * (1 + 0.1 * torch.randn(50, generator=torch_gen)) * (10 if t == 300 else 1)
+            if clip is not None:
+                clip([w])
+            opt.step()
+            moves.append((w.detach() - before).norm().item())
+        ratios[multiple] = moves[300] / moves[299]
+    assert ratios[None] > 4.0
+    assert ratios[2.0] < 2.0
+
+
+def test_the_gradient_clip_is_for_the_descriptors_of_coop_and_algorithm_d():
+    from coopnets.errors import UserError
+    with pytest.raises(UserError, match="des-grad-clip must be 0"):
+        tiny_cfg(des_grad_clip=0.5)
+    with pytest.raises(UserError, match="des-grad-clip applies"):
+        tiny_cfg(algorithm="abp", des_grad_clip=2.0)
+    cfg = tiny_cfg(des_grad_clip=1.0, gen_steps=0)
+    des, gen = tiny_nets(cfg)
+    g = torch.Generator().manual_seed(0)
+    x_obs = torch.rand(6, 1, 28, 28, generator=g) * 2 - 1
+    nets = Nets(des, gen, adam(des), adam(gen), (8,))
+    first = coop_step(nets, Batch(x_obs), {}, cfg, g)
+    second = coop_step(nets, Batch(x_obs), first.state, cfg, g)
+    assert floats(first.stats)["des_grad_scale"] == 1.0  # the first step starts the average
+    assert 0 < floats(second.stats)["des_grad_scale"] <= 1.0
+    # the average travels in the state: at 1x it can only fall, by at most 2 % a step
+    first_avg, second_avg = first.state["des_grad_avg"].item(), second.state["des_grad_avg"].item()
+    assert 0.98 * first_avg - 1e-6 <= second_avg <= first_avg + 1e-6
+
+
 def _gaps_against_samples_that_cannot_follow(data, out, **kw):
     """f(data) − f(syn), in units of the default G, over 100 smoke steps in which the samples
     cannot catch up with the descriptor: no Langevin revision (des_steps 0) and a generator

@@ -89,7 +89,9 @@ def _params(run):
 
 @pytest.mark.parametrize("algorithm,extra", [("coop", {}), ("descriptor", {"des_init": "persistent"}),
                                              ("abp", {}),
-                                             ("coop", {"coop_pool": 3, "coop_pool_renew": 0.5})])
+                                             ("coop", {"coop_pool": 3, "coop_pool_renew": 0.5}),
+                                             ("coop", {"des_grad_clip": 1.0}),
+                                             ("descriptor", {"des_grad_clip": 1.0})])
 def test_train_four_equals_two_then_resume_two(tmp_path, digits_npz, algorithm, extra):
     straight = train(cfg_for(digits_npz, tmp_path / "a", steps=4, algorithm=algorithm, **extra))
     first = train(cfg_for(digits_npz, tmp_path / "b", steps=2, algorithm=algorithm, **extra))
