@@ -142,26 +142,42 @@ def slope_penalty(f_syn: torch.Tensor, x_syn: torch.Tensor, weight: float, ref_s
 
 class GradClip:
     """``--des-grad-clip``: scales the descriptor's gradient down to ``multiple`` times the
-    running average of its total norm (an exponential average with ``decay`` per step of the
-    norms as clipped) before the optimiser's step. Adam divides by a root mean square that
-    remembers a thousand steps, so a gradient ten times its recent size becomes a step about
-    sixteen times the learning rate; clipped, a sudden pull still acts, spread over the steps
-    the average takes to follow it. The first step (no average yet) starts the average at its
-    own norm, unclipped. Tensors only: no host synchronisation."""
+    running average of its total norm before the optimiser's step. Adam divides by a root mean
+    square that remembers a thousand steps, so a gradient ten times its recent size becomes a
+    step about sixteen times the learning rate; clipped, a sudden pull still acts, spread over
+    the steps the average takes to follow it.
 
-    def __init__(self, multiple: float, avg: torch.Tensor | None = None, decay: float = 0.98):
-        self.multiple, self.avg, self.decay = multiple, avg, decay
+    The average is exponential, ``decay`` per step, over the norms as clipped, and corrected for
+    its start at 0 as Adam's moments are; for its first ``1 / (1 − decay)`` steps it only
+    learns (no clipping), so a norm that grows as training starts is not held to its first
+    values. ``state`` is the tensor (sum, steps) that travels with the run; no host
+    synchronisation."""
+
+    def __init__(self, multiple: float, state: torch.Tensor | None = None, decay: float = 0.98):
+        self.multiple, self.decay = multiple, decay
+        self.state = state  # (exponential sum of the clipped norms, steps seen); None at the start
         self.scale = None  # the factor the last call applied (1: not clipped)
+
+    @property
+    def warmup(self) -> int:
+        return round(1 / (1 - self.decay))
+
+    def average(self) -> torch.Tensor:
+        total, steps = self.state
+        return total / (1 - self.decay ** steps)
 
     def __call__(self, params) -> None:
         grads = [p.grad for p in params if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads).detach()
-        if self.avg is None:
-            self.avg, self.scale = norm.clone(), torch.ones_like(norm)
-            return
-        self.scale = (self.multiple * self.avg / (norm + 1e-12)).clamp(max=1.0)
-        torch._foreach_mul_(grads, self.scale)
-        self.avg = self.decay * self.avg + (1 - self.decay) * norm * self.scale
+        norm = torch.nn.utils.get_total_norm(grads).detach().float()
+        if self.state is None:
+            self.state = torch.zeros(2, device=norm.device)
+        total, steps = self.state
+        limit = self.multiple * total / (1 - self.decay ** steps).clamp(min=1e-12)
+        self.scale = torch.where(steps < self.warmup, torch.ones_like(norm),
+                                 (limit / (norm + 1e-12)).clamp(max=1.0))
+        torch._foreach_mul_(grads, self.scale.to(grads[0].dtype))
+        self.state = torch.stack([self.decay * total + (1 - self.decay) * norm * self.scale,
+                                  steps + 1])
 
 
 def update_descriptor(des, opt, x_obs, x_syn, amp, limit: float = 0.0, shape: str = "quadratic",
@@ -187,8 +203,8 @@ def update_descriptor(des, opt, x_obs, x_syn, amp, limit: float = 0.0, shape: st
 
 def _update_descriptor(des, opt, x_obs, x_syn, amp, cfg, state) -> tuple[dict, dict]:
     """D2 with the run's settings. Returns the stats and ``state`` with the clip's running
-    average (``state["des_grad_avg"]``, --des-grad-clip) updated."""
-    clip = GradClip(cfg.des_grad_clip, state.get("des_grad_avg")) if cfg.des_grad_clip else None
+    average (``state["des_grad_norm"]``, --des-grad-clip) updated."""
+    clip = GradClip(cfg.des_grad_clip, state.get("des_grad_norm")) if cfg.des_grad_clip else None
     loss, f_obs, f_syn, u = update_descriptor(des, opt, x_obs, x_syn, amp, gap_limit(cfg, x_obs),
                                               cfg.des_gap_shape, cfg.des_slope_penalty, cfg.ref_std,
                                               clip)
@@ -197,7 +213,7 @@ def _update_descriptor(des, opt, x_obs, x_syn, amp, cfg, state) -> tuple[dict, d
         stats["des_slope"] = u.mean()
     if clip is not None:
         stats["des_grad_scale"] = clip.scale
-        state = {**state, "des_grad_avg": clip.avg}
+        state = {**state, "des_grad_norm": clip.state}
     return stats, state
 
 
@@ -283,7 +299,7 @@ def renew_pool(pool, x_rev, p: float, rng):
 def coop_step(nets: Nets, batch: Batch, state: dict, cfg, rng=None) -> StepResult:
     """CoopNets (MCMC teaching). Carries no state between steps, except the pool of persistent
     chains of ``--coop-pool`` (``state["pool"]``) and the running gradient norm of
-    ``--des-grad-clip`` (``state["des_grad_avg"]``)."""
+    ``--des-grad-clip`` (``state["des_grad_norm"]``)."""
     x_obs, amp, reuse = batch.x, amp_context(cfg, batch.x.device), cfg.gen_steps == 0
     chain_amp = amp_context(cfg, x_obs.device, "langevin")
     # G0: ẑ ~ N(0, I), x̂ = g(ẑ). With l_G = 0 the graph is kept so that G2 reuses it.

@@ -71,10 +71,10 @@ class Config:
     # "Stability"). 0 (λ) is the paper's loss. Algorithms coop and descriptor.
     des_slope_penalty: float = 0.0
     # Clip the descriptor's gradient norm at this multiple of its running average (over about
-    # 50 steps, DES_GRAD_AVG_DECAY) before Adam's update; 0: off (the paper). Adam turns a
-    # gradient ten times its recent size into a step about sixteen times lr per weight
-    # (β1 0.5, β2 0.999), and one such step wrecked texture-224-cpu (docs/results.md
-    # "Stability"). Algorithms coop and descriptor.
+    # 50 steps, after 50 that only learn it; algorithms.GradClip) before Adam's update; 0: off
+    # (the paper). Adam turns a gradient ten times its recent size into a step about sixteen
+    # times lr per weight (β1 0.5, β2 0.999), and one such step wrecked texture-224-cpu
+    # (docs/results.md "Stability"). Algorithms coop and descriptor.
     des_grad_clip: float = 0.0
     des_init: str = "noise"  # Algorithm D chains: noise | persistent | data
     # CoopNets with a pool of persistent chains beside the generator's (0: off, the paper): the

@@ -83,8 +83,12 @@ def test_checkpoint_of_another_architecture_is_refused(smoke_run, tmp_path):
 
 
 def _params(run):
+    """The step, and every tensor a resumed run must match: the weights and the step state
+    (chains, latents, the pool, the gradient clip's running norm)."""
     ck = load_checkpoint(run)
-    return ck["step"], {**ck["descriptor"], **{"g." + k: v for k, v in ck["generator"].items()}}
+    state = {"state." + k: v for k, v in ck["state"].items() if v is not None}
+    return ck["step"], {**ck["descriptor"], **{"g." + k: v for k, v in ck["generator"].items()},
+                        **state}
 
 
 @pytest.mark.parametrize("algorithm,extra", [("coop", {}), ("descriptor", {"des_init": "persistent"}),
@@ -99,7 +103,7 @@ def test_train_four_equals_two_then_resume_two(tmp_path, digits_npz, algorithm, 
     assert again == first  # the same command (more steps) continues the same run folder
     s1, p1 = _params(straight)
     s2, p2 = _params(again)
-    assert s1 == s2 == 4
+    assert s1 == s2 == 4 and p1.keys() == p2.keys()
     for k in p1:
         assert torch.equal(p1[k], p2[k]), k
     assert "resumed at step 2" in (again / "log.txt").read_text()
