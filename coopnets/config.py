@@ -251,16 +251,16 @@ PRESETS: dict[str, dict] = {
     # Exp 1 at the `texture` preset's scale (224x224, bricks 12 pixels wide and 45 long) on a
     # CPU: texture-cpu's recipe with both nets scaled by two, so that they stand to the bricks
     # as texture-cpu's do at 128x128: a descriptor that sees 129 pixels, a latent at 1/32
-    # (16-pixel cells locked the columns to their period), crops of 128; and the descriptor's
-    # slope bounded (des_slope_penalty): without it 4,000 steps blew up at step 650, the slope
-    # having outgrown the reference's pull thirty-fold; with it 4,000 steps of seed 0 ran clean
-    # and drew the running bond (seed 1 still blew up at step 945). 1,000 steps (20 CPU-min):
-    # the bond in seed 0 only of four (seed 1
-    # collapses to stripes with or without the penalty, which the trainer warns of; seeds 2 and 3
-    # draw ladders and clustered joints; docs/results.md).
+    # (16-pixel cells locked the columns to their period), crops of 128. Two guards on the
+    # descriptor (docs/results.md, "Stability"): its slope bounded (des_slope_penalty; without
+    # it 4,000 steps blew up at step 650), and its gradient clipped at twice its running norm
+    # (des_grad_clip; without it seed 1 blew up at step 945 of 4,000, by one Adam step ten
+    # times the usual; with it the same seed ran 4,000 steps clean). 1,000 steps (20 CPU-min)
+    # draw the running bond in seeds 0 and 3 (layout 0.64 and 0.52); seed 2 draws ladders
+    # (0.31). Without the clip only seed 0 drew it, seed 1 collapsing to stripes.
     "texture-224-cpu": dict(_TEXTURE_CPU, image_size=224, crop_size=128, des_net="texture-deep5",
-                            gen_net="texture-k4-32", des_slope_penalty=0.1, steps=1000,
-                            snapshot_every=500),
+                            gen_net="texture-k4-32", des_slope_penalty=0.1, des_grad_clip=2.0,
+                            steps=1000, snapshot_every=500),
     # Exp 2, Fig. 2-3: a few images of one object category, 64x64.
     "object": dict(image_size=64, center_crop=True, batch_size=10, num_chains=36,
                    des_steps=10, steps=3000),
