@@ -175,7 +175,8 @@ class GradClip:
         limit = self.multiple * total / (1 - self.decay ** steps).clamp(min=1e-12)
         self.scale = torch.where(steps < self.warmup, torch.ones_like(norm),
                                  (limit / (norm + 1e-12)).clamp(max=1.0))
-        torch._foreach_mul_(grads, self.scale.to(grads[0].dtype))
+        for g in grads:
+            g.mul_(self.scale.to(g.dtype))
         self.state = torch.stack([self.decay * total + (1 - self.decay) * norm * self.scale,
                                   steps + 1])
 
