@@ -256,8 +256,8 @@ PRESETS: dict[str, dict] = {
     # it 4,000 steps blew up at step 650), and its gradient clipped at twice its running norm
     # (des_grad_clip; without it seed 1 blew up at step 945 of 4,000, by one Adam step ten
     # times the usual; with it the same seed ran 4,000 steps clean). 1,000 steps (20 CPU-min)
-    # draw the running bond in seeds 0 and 3 (layout 0.64 and 0.52); seed 2 draws ladders
-    # (0.31). Without the clip only seed 0 drew it, seed 1 collapsing to stripes.
+    # draw the running bond in seeds 0, 1 and 3 (layout 0.64, 0.55, 0.52); seed 2 draws
+    # ladders (0.31). Without the clip only seed 0 drew it, seed 1 collapsing to stripes.
     "texture-224-cpu": dict(_TEXTURE_CPU, image_size=224, crop_size=128, des_net="texture-deep5",
                             gen_net="texture-k4-32", des_slope_penalty=0.1, des_grad_clip=2.0,
                             steps=1000, snapshot_every=500),
