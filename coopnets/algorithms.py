@@ -163,8 +163,9 @@ class GradClip:
         return round(1 / (1 - self.decay))
 
     def average(self) -> torch.Tensor:
+        """The bias-corrected running norm (0 before the first step has been seen)."""
         total, steps = self.state
-        return total / (1 - self.decay ** steps)
+        return total / (1 - self.decay ** steps).clamp(min=1e-12)
 
     def __call__(self, params) -> None:
         grads = [p.grad for p in params if p.grad is not None]
@@ -172,7 +173,7 @@ class GradClip:
         if self.state is None:
             self.state = torch.zeros(2, device=norm.device)
         total, steps = self.state
-        limit = self.multiple * total / (1 - self.decay ** steps).clamp(min=1e-12)
+        limit = self.multiple * self.average()
         self.scale = torch.where(steps < self.warmup, torch.ones_like(norm),
                                  (limit / (norm + 1e-12)).clamp(max=1.0))
         for g in grads:
