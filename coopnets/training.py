@@ -71,7 +71,9 @@ MIN_SPREAD = 0.05  # per-pixel std over the fixed latents
 # over the mean spatial std of one sample). Measured on the sample grids of 12 brick runs at
 # 224x224 (docs/results.md, Textures): healthy generators 0.52-0.88 over the last third of their
 # run (mnist-table2-cpu 0.62-0.64); the collapsed ones 0.04-0.13, lasting; young healthy ones
-# pass through 0.09-0.24 for up to 45 % of a run.
+# pass through 0.09-0.24 for up to 45 % of a run. For videos the contrast is each pixel's std over
+# time (generator_health): dyntex-fc-cpu on fire, flag and boiling water 0.8-1.7, where the
+# spatial contrast read 0.2-0.26 and warned; dyntex-cpu stalled at G on fire 0.12-0.15.
 COLLAPSED_SPREAD = 0.3  # median over the last COLLAPSE_WINDOW of the run
 COLLAPSE_WINDOW = 0.1  # fraction of the run's steps (and at least 3 checkpoints)
 COLLAPSE_AFTER = 0.5  # fraction of the run's steps before which no warning is given
@@ -328,13 +330,18 @@ def generator_health(gen, z: torch.Tensor) -> dict:
     BatchNorm statistic, the fraction of saturated pixels of g(z), their diversity (mean over
     pixels of the std over the batch ``z``) and their spread (the diversity over the mean
     spatial std of one sample, per channel: about 0 when every latent gives the same picture,
-    however much contrast that picture has)."""
+    however much contrast that picture has). For videos the spread is over the mean std over
+    time of one sample, per pixel: what should differ between a video's samples is what moves
+    in them, since a fixed-layout generator (dyntex-fc) draws the clip's layout in every one."""
     bn = [b.detach().abs().max().item() for name, b in gen.named_buffers()
           if name.endswith(("running_mean", "running_var")) and b.numel()]
     x = _decode(gen, z)
     finite, nan = bool(torch.isfinite(x).all()), float("nan")
     diversity = x.std(0).mean().item() if finite and len(x) > 1 else nan
-    contrast = x.flatten(2).std(-1).mean().item() if finite and x[0, 0].numel() > 1 else nan
+    if x.dim() == 5 and x.shape[2] > 1:  # (N, C, T, H, W): how much each pixel moves
+        contrast = x.std(2).mean().item() if finite else nan
+    else:
+        contrast = x.flatten(2).std(-1).mean().item() if finite and x[0, 0].numel() > 1 else nan
     return {"bn_stat": max(bn, default=0.0),
             "saturation": (x.abs() > 0.99).float().mean().item() if finite else 1.0,
             "diversity": diversity,
@@ -558,7 +565,7 @@ def collapsed(s: Session, mon: Monitor, step: int) -> str:
         return ""
     return (f"the generator may have collapsed: its samples from different latents differ by "
             f"{median:.2f} of their own contrast (median of the last {len(recent)} checkpoints; "
-            f"healthy runs 0.5-0.9), so they all look alike; try another --seed or a lower "
+            f"healthy runs 0.5-0.9, videos 0.8-1.7), so they all look alike; try another --seed or a lower "
             f"--gen-lr (docs/results.md, Textures)")
 
 

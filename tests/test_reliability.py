@@ -305,6 +305,25 @@ def test_the_spread_is_the_latents_share_of_a_samples_contrast():
     assert train_mod.generator_health(Shifted(), torch.zeros(4, 1))["spread"] == 0.0
 
 
+def test_a_videos_spread_is_over_what_moves_not_over_its_fixed_layout():
+    """A fixed-layout video generator: every latent draws the same strong static layout L, and
+    a flicker ±0.1 over time whose sign is the latent's. The flicker differs between samples
+    as much as it moves within one (std over latents 0.1·√(4/3) at each pixel, std over time
+    0.1·√(4/3)), so the spread is 1, however strong L is; the spatial contrast would put it
+    at 0.1. A generator that ignores its latent still gives 0."""
+    class Flicker(torch.nn.Module):
+        def forward(self, z):
+            layout = torch.linspace(-0.9, 0.9, 64).reshape(1, 1, 1, 8, 8)
+            m = torch.tensor([1.0, -1.0, 1.0, -1.0]).reshape(1, 1, 4, 1, 1)
+            return layout + 0.1 * z.sign().reshape(-1, 1, 1, 1, 1) * m
+
+    z = torch.tensor([[-1.0], [1.0], [-1.0], [1.0]])
+    h = train_mod.generator_health(Flicker(), z)
+    assert h["diversity"] == pytest.approx(0.1 * (4 / 3) ** 0.5)
+    assert h["spread"] == pytest.approx(1.0)
+    assert train_mod.generator_health(Flicker(), torch.ones(4, 1))["spread"] == pytest.approx(0.0, abs=1e-6)
+
+
 def test_a_generator_that_ignores_its_latent_is_reported_once_it_lasts():
     """collapsed(): the median spread of the checkpoints in the last tenth of the run under
     0.3, past half of it (young generators pass through such spreads and recover)."""
