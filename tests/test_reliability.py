@@ -309,8 +309,8 @@ def test_a_videos_spread_is_over_what_moves_not_over_its_fixed_layout():
     """A fixed-layout video generator: every latent draws the same strong static layout L, and
     a flicker ±0.1 over time whose sign is the latent's. The flicker differs between samples
     as much as it moves within one (std over latents 0.1·√(4/3) at each pixel, std over time
-    0.1·√(4/3)), so the spread is 1, however strong L is; the spatial contrast would put it
-    at 0.1. A generator that ignores its latent still gives 0."""
+    0.1·√(4/3)), so the spread is 1, however strong L is; over the spatial contrast it would read
+    0.21, a collapse. A generator that ignores its latent still gives 0."""
     class Flicker(torch.nn.Module):
         def forward(self, z):
             layout = torch.linspace(-0.9, 0.9, 64).reshape(1, 1, 1, 8, 8)
