@@ -565,8 +565,8 @@ def collapsed(s: Session, mon: Monitor, step: int) -> str:
         return ""
     return (f"the generator may have collapsed: its samples from different latents differ by "
             f"{median:.2f} of their own contrast (median of the last {len(recent)} checkpoints; "
-            f"healthy runs 0.5-0.9, videos 0.8-1.7), so they all look alike; try another --seed or a lower "
-            f"--gen-lr (docs/results.md, Textures)")
+            f"healthy runs 0.5-0.9, videos 0.8-1.7), so they all look alike; try another --seed "
+            f"or a lower --gen-lr (docs/results.md, Textures)")
 
 
 def wrecked(mon: Monitor, now: float | None) -> str:
