@@ -152,6 +152,10 @@ def bench(preset, chains, modes, repeats, device, peaks, port) -> list[dict]:
     for mode in modes:
         if "graphs" in mode and torch.device(device).type != "cuda":
             continue
+        if "compile" in mode and base.des_slope_penalty:  # refused in training too (config.py)
+            print(f"{preset}: {mode} skipped: its slope penalty needs a second backward pass, "
+                  f"which torch.compile does not support")
+            continue
         # each mode's own precision (a preset's amp, e.g. mnist-table2-cpu's, is not the baseline)
         cfg = dataclasses.replace(base, amp=mode if mode.startswith("bf16") else "none")
         nets, plain = make_nets(cfg, channels, size, device, mode)

@@ -475,3 +475,14 @@ def test_the_default_gap_limit_holds_the_runaway_the_paper_loss_does_not(tmp_pat
     assert sum(quad[50:]) / len(quad[50:]) > 0.5  # and not collapsed: the limit, not a stop
     assert max(abs(g) for g in wall[20:]) < 2.5  # held at 2G (measured max 2.25)
     assert sum(wall[50:]) / len(wall[50:]) > 1.5
+
+
+def test_the_slope_penalty_alone_holds_the_runaway(tmp_path, digits_npz):
+    """The same runaway with no gap limit at all (the paper's loss, which passes 1,000 G here),
+    but the descriptor's slope at the samples bounded (--des-slope-penalty 0.1, as texture-cpu):
+    the gap is bounded too, by slope times distance. Measured: 5.1, 8.1 and 8.5 G at steps 21,
+    51 and 100 (the paper's loss 9.6, 1,081 and 26,144), 8.4 G at 200 with the slope u at 2.7."""
+    gaps = _gaps_against_samples_that_cannot_follow(digits_npz, tmp_path, des_gap_limit=0.0,
+                                                    des_slope_penalty=0.1)
+    assert max(abs(g) for g in gaps) < 15
+    assert gaps[-1] < 1.25 * gaps[50]  # levelled off (the paper's loss: 24x from 50 to 100)

@@ -45,7 +45,7 @@ def test_the_224_texture_preset_is_texture_cpu_with_the_nets_scaled_and_synthesi
     must stay that configuration. Two steps on the bundled brick, then a 448x448 synthesis."""
     from coopnets import asset
     assert_preset_is("texture-224-cpu", "texture-cpu", image_size=224, crop_size=128,
-                     des_net="texture-deep5", gen_net="texture-k4-32", des_slope_penalty=0.1,
+                     des_net="texture-deep5", gen_net="texture-k4-32", des_gap_limit=0.1,
                      des_grad_clip=2.0, steps=1000, snapshot_every=500)
     cfg = resolve("texture-224-cpu", data=str(asset("brick.png")), steps=2, outdir=str(tmp_path),
                   progress=False)
