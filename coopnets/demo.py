@@ -1,6 +1,6 @@
 """``coopnets demo``: stationary CoopNets (Exp 1, Fig. 1) on the bundled brick texture.
 
-Trains the ``texture-cpu`` preset (about two minutes on 2 CPU cores) and writes
+Trains the ``texture-cpu`` preset (two to three minutes on 2 CPU cores) and writes
   observed.png        the training image
   synthesized.png     a grid of synthesized textures (generator + descriptor revision)
   synthesized-2x.png  one synthesis twice the size of the training image
