@@ -42,7 +42,13 @@ def step_part(rank, out):
     cfg.num_chains = cfg.batch_size = M
     step(cfg, ddp_d, ddp_g, x[rank * M:(rank + 1) * M], range(rank * M, (rank + 1) * M))
     if rank == 0:
-        torch.save({"des": des.state_dict(), "gen": gen.state_dict()}, f"{out}/ddp.pt")
+        torch.save(step_grads(des, gen), f"{out}/ddp.pt")
+
+
+def step_grads(des, gen) -> dict:
+    """The gradients the step left in each net's parameters (averaged over the ranks by DDP)."""
+    return {name: [p.grad.clone() for p in net.parameters()] for name, net in
+            (("des", des), ("gen", gen))}
 
 
 def slope_grads(des, x_obs, x_syn, slope=0.1):
@@ -103,14 +109,19 @@ def ddp_out(tmp_path_factory):
 
 
 def test_two_process_ddp_step_matches_single_process(ddp_out):
+    """Both nets' gradients of the step, averaged over the ranks, are the whole batch's.
+    Gradients, not the parameters after Adam's step: Adam's first step is about lr·sign(g), and
+    the descriptor's top bias, whose gradient is 0 in exact arithmetic (f(data) and f(syn) share
+    it), took a step of 7.5e-4 on one side from rounding alone on an AVX2 CPU."""
     cfg, des, gen, x = setup()
     cfg.num_chains = cfg.batch_size = 2 * M
     step(cfg, des, gen, x, range(2 * M))
-    got = torch.load(ddp_out / "ddp.pt")
-    for k, v in des.state_dict().items():
-        torch.testing.assert_close(got["des"][k], v, rtol=1e-4, atol=1e-6)
-    for k, v in gen.state_dict().items():
-        torch.testing.assert_close(got["gen"][k], v, rtol=1e-4, atol=1e-6)
+    got, ref = torch.load(ddp_out / "ddp.pt"), step_grads(des, gen)
+    for name in ("des", "gen"):
+        scale = max(g.abs().max().item() for g in ref[name])
+        assert scale > 0
+        for a, b in zip(got[name], ref[name]):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5 * scale)
 
 
 def test_two_process_slope_penalty_gradients_match_single_process(ddp_out):
