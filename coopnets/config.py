@@ -234,10 +234,14 @@ _TEXTURE_CPU = dict(data_kind="texture", image_size=128, crop_size=64, des_net="
                     **_CPU)
 
 PRESETS: dict[str, dict] = {
-    # Exp 1, Fig. 1: stationary CoopNets on one texture image; synthesizes any size.
+    # Exp 1, Fig. 1: stationary CoopNets on one texture image; synthesizes any size. The
+    # Langevin scale of the released MatConvNet code's texture setting (pixels in [-1, 1]:
+    # T = 30, Delta1 = 0.0023, refsig1 = Delta1 / 0.3), so δ/s = 0.3 and each step pulls x
+    # toward the reference by δ²/2s² = 4.5 %. Until 2026-12-07 this preset had s = 1 and
+    # δ = 0.01 (δ/s = 0.01): 30 steps moved a sample by their noise alone (docs/results.md).
     "texture": dict(data_kind="texture", image_size=224, des_net="texture", gen_net="texture",
                     des_width=64, gen_width=64, z_dim=64, batch_size=1, num_chains=6,
-                    des_steps=30, des_step_size=0.01, ref_std=1.0, gen_lr=3e-4,
+                    des_steps=30, des_step_size=0.0023, ref_std=0.0023 / 0.3, gen_lr=3e-4,
                     des_lr=0.002, steps=3000, grid_size=6, sample_every=100),
     # The demo: Exp 1 at laptop scale, 2-3 minutes on 2 CPU cores. Tuned for speed: a
     # weaker reference (s = 0.16) lets 15 Langevin steps move the samples; no BatchNorm in the
