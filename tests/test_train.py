@@ -317,9 +317,9 @@ def test_a_snapshot_held_back_with_its_checkpoint_is_taken_at_the_next_one_writt
 def test_the_texture_preset_samples_at_the_released_codes_langevin_scale():
     """The released texture code runs 30 Langevin steps with δ/s = 0.3 (pixels in [-1, 1]). Under
     f ≡ 0 a step is x ← a·x + δU with a = 1 − δ²/2s², so after T steps from x0 the chains have
-    mean a^T·x0 and variance δ²(1 − a^2T)/(1 − a²): the preset's 30 steps take a sample a
-    quarter of the way to the reference, which the preset's old s = 1, δ = 0.01 (a^30 = 0.9985)
-    did not: its revision was noise."""
+    mean a^T·x0 and variance δ²(1 − a^2T)/(1 − a²): the preset's 30 steps take a sample three
+    quarters of the way to the reference's mean (a^30 = 0.25), which the preset's old s = 1,
+    δ = 0.01 (a^30 = 0.9985) did not: its revision was noise."""
     from coopnets.langevin import revise
 
     cfg = resolve("texture")
