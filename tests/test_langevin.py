@@ -7,10 +7,12 @@ Tolerances are 5 standard errors of the estimate from the number of chains.
 """
 import math
 
+import pytest
 import torch
 
+from coopnets.config import resolve
 from coopnets.seeding import ExampleRNG
-from coopnets.langevin import descriptor_log_prob, generator_log_posterior, langevin
+from coopnets.langevin import descriptor_log_prob, generator_log_posterior, langevin, revise
 
 
 class Linear(torch.nn.Module):
@@ -22,6 +24,13 @@ class Linear(torch.nn.Module):
 
     def forward(self, x):
         return x.flatten(1) @ self.theta
+
+
+class Zero(torch.nn.Module):
+    """f ≡ 0: the descriptor's reference N(0, s²I) alone."""
+
+    def forward(self, x):
+        return x.flatten(1).sum(1) * 0.0
 
 
 def _check_moments(x, mean, var, n):
@@ -58,10 +67,6 @@ def test_scaled_noise_samples_the_tempered_gaussian():
 
 def test_zero_energy_reaches_reference_distribution():
     s, delta, n = 0.3, 0.05, 20000
-
-    class Zero(torch.nn.Module):
-        def forward(self, x):
-            return x.flatten(1).sum(1) * 0.0
 
     x = langevin(descriptor_log_prob(Zero(), s), torch.ones(n, 3), 600, delta,
                  generator=torch.Generator().manual_seed(1))
@@ -127,3 +132,20 @@ def test_seeded_chains_repeat_and_example_rng_is_batch_independent():
     full = langevin(lp, torch.zeros(6, 2), 5, 0.1, generator=ExampleRNG(3, range(6)))
     part = langevin(lp, torch.zeros(2, 2), 5, 0.1, generator=ExampleRNG(3, [4, 5]))
     torch.testing.assert_close(full[4:], part)
+
+
+def test_the_texture_preset_samples_at_the_released_codes_langevin_scale():
+    """The released texture code runs 30 Langevin steps with δ/s = 0.3 (pixels in [-1, 1]). Under
+    f ≡ 0 a step is x ← a·x + δU with a = 1 − δ²/2s², so after T steps from x0 the chains have
+    mean a^T·x0 and variance δ²(1 − a^2T)/(1 − a²): the preset's 30 steps take a sample three
+    quarters of the way to the reference's mean (a^30 = 0.25), which the preset's old s = 1,
+    δ = 0.01 (a^30 = 0.9985) did not: its revision was noise."""
+    cfg = resolve("texture")
+    assert cfg.des_step_size / cfg.ref_std == pytest.approx(0.3) and cfg.des_steps == 30
+    n, x0, delta, T = 20000, 0.5, cfg.des_step_size, cfg.des_steps
+    x = revise(Zero(), torch.full((n, 1), x0, dtype=torch.float64), ref_std=cfg.ref_std, steps=T,
+               step_size=delta, rng=torch.Generator().manual_seed(0))
+    a = 1 - delta ** 2 / (2 * cfg.ref_std ** 2)
+    assert a ** T < 0.5  # the pull of 30 steps, not their noise, moves the sample
+    mean, var = a ** T * x0, delta ** 2 * (1 - a ** (2 * T)) / (1 - a ** 2)
+    _check_moments(x, torch.tensor([mean], dtype=x.dtype), torch.tensor([var], dtype=x.dtype), n)

@@ -313,27 +313,3 @@ def test_a_snapshot_held_back_with_its_checkpoint_is_taken_at_the_next_one_writt
                                                              "ckpt-000012.pt"]
     assert load_checkpoint(run / "ckpt-000010.pt")["step"] == 10
 
-
-def test_the_texture_preset_samples_at_the_released_codes_langevin_scale():
-    """The released texture code runs 30 Langevin steps with δ/s = 0.3 (pixels in [-1, 1]). Under
-    f ≡ 0 a step is x ← a·x + δU with a = 1 − δ²/2s², so after T steps from x0 the chains have
-    mean a^T·x0 and variance δ²(1 − a^2T)/(1 − a²): the preset's 30 steps take a sample three
-    quarters of the way to the reference's mean (a^30 = 0.25), which the preset's old s = 1,
-    δ = 0.01 (a^30 = 0.9985) did not: its revision was noise."""
-    from coopnets.langevin import revise
-
-    cfg = resolve("texture")
-    assert cfg.des_step_size / cfg.ref_std == pytest.approx(0.3) and cfg.des_steps == 30
-
-    class Zero(torch.nn.Module):
-        def forward(self, x):
-            return x.flatten(1).sum(1) * 0.0
-
-    n, x0, delta, T = 20000, 0.5, cfg.des_step_size, cfg.des_steps
-    x = revise(Zero(), torch.full((n, 1), x0, dtype=torch.float64), ref_std=cfg.ref_std, steps=T,
-               step_size=delta, rng=torch.Generator().manual_seed(0))
-    a = 1 - delta ** 2 / (2 * cfg.ref_std ** 2)
-    mean, var = a ** T * x0, delta ** 2 * (1 - a ** (2 * T)) / (1 - a ** 2)
-    assert a ** T < 0.5  # the pull of 30 steps, not their noise, moves the sample
-    assert abs(x.mean().item() - mean) < 5 * (var / n) ** 0.5
-    assert abs(x.var().item() - var) < 5 * var * (2 / (n - 1)) ** 0.5
