@@ -1,22 +1,27 @@
 #!/usr/bin/env bash
 # The GPU checks of issues 10 and 11 as one device call, sized to the device tool's budget
-# (15 minutes a session, 10 a call, 64 MiB carried): at most 9 minutes (GPU_CHECK_TOTAL_S=540).
+# (15 minutes a session, machine start included, 10 a call, 64 MiB carried): at most 9 minutes
+# (GPU_CHECK_TOTAL_S=540). One call is all a session can count on, so it runs one plan:
 #
 #   bash scripts/gpu-check.sh --pack        # here: copy the data it needs into .gpu/ (21 MB)
 #   run(command="bash scripts/gpu-check.sh", carry=[".gpu"], timeout_s=600)    # there
+#   run(command="GPU_CHECK_PLAN=speed bash scripts/gpu-check.sh", ...)         # the other plan
 #
-# Stages, each under its own time limit so that one slow stage cannot take the others' results
-# with it; everything goes to $OUT (at most 8 files come back):
-#   1. install (pip --no-deps -e .; the device's own CUDA torch stays) and the whole test suite
-#   2. bench_step on cifar10: eager / CUDA graphs / bf16 / bf16-langevin at 100 and 400 chains (issue 10)
-#   3. the `mnist` preset at its defaults (the paper's nets and rates, the default gap limit)
-#      for 150 s, then Table 2's Parzen of where it got to. The paper's loss diverged at step
-#      10,876 of 25,000 on an H100; the full schedule needs more device time than a session has
-#   4. the `cifar10` preset at its defaults for 150 s (the paper's loss diverged at 5,467, 3
-#      minutes in), on the 10,000 CIFAR-10 test JPEGs: the train zip (51 MB) and the Inception
-#      weights (84 MB) do not fit in one carry, so no FID here
-# Both runs use --cuda-graphs true, which replays the same Langevin loop (tests/test_fast.py).
-# Stage limits are seconds; override with e.g. GPU_CHECK_MNIST_S=120. A stage stopped at its
+# GPU_CHECK_PLAN=issue11 (the default): what the open issue 11 still needs a GPU for
+#   1. install (pip --no-deps -e .; the device's own CUDA torch stays) and the test suite on
+#      CUDA (training tests run on the GPU: their device is "auto"), cut at 100 s
+#   2. the `texture` preset's whole schedule (3,000 steps, brick, 224x224) at its defaults, the
+#      one paper preset whose schedule fits a session; then its sheet (observed | 3 syntheses |
+#      2x) with the cell, layout and clustering numbers of benchmarks/bench_textures.py
+#   3. the `cifar10` preset at its defaults for 180 s on the 10,000 CIFAR-10 test JPEGs, to
+#      pass step 5,467 where the paper's loss diverged on an H100 (about 30 steps/s there);
+#      the train zip (51 MB) and the Inception weights (84 MB) do not fit in one carry: no FID
+# GPU_CHECK_PLAN=speed: issue 10's step benchmark on cifar10 (eager / CUDA graphs / bf16 /
+#   bf16-langevin at 100 and 400 chains), the `mnist` preset for 150 s with Table 2's Parzen of
+#   where it got to, and cifar10 for 150 s
+# GPU_CHECK_PLAN="tests texture" (any stage names): those stages only.
+# Training runs use --cuda-graphs true, which replays the same Langevin loop (tests/test_fast.py).
+# Stage limits are seconds; override with e.g. GPU_CHECK_CIFAR_S=120. A stage stopped at its
 # limit by SIGTERM saves latest.pt, and the summary says how far it got.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +29,7 @@ cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--pack" ]; then
   src=${COOPNETS_SHARED:-../shared/data}
   mkdir -p .gpu
-  cp "$src/mnist/mnist.npz" "$src/cifar10/cifar10-test-jpeg.zip" .gpu/
+  cp "$src/mnist/mnist.npz" "$src/cifar10/cifar10-test-jpeg.zip" "$src/textures/brick.png" .gpu/
   du -sh .gpu
   exit 0
 fi
@@ -38,9 +43,15 @@ RUNS=${GPU_CHECK_RUNS:-runs/gpu-check}
 # PYTHONPATH: the checkout imports even if the editable install fails (the device is offline)
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 
+case ${GPU_CHECK_PLAN:-issue11} in
+  issue11) PLAN="install versions tests texture texture-sheet cifar10" ;;
+  speed) PLAN="install versions bench-step mnist mnist-parzen cifar10" ;;
+  *) PLAN="install versions $GPU_CHECK_PLAN" ;;
+esac
 DEADLINE=$((SECONDS + ${GPU_CHECK_TOTAL_S:-540}))  # the whole script, inside a 600 s call
 stage() {  # stage NAME SECONDS COMMAND...: run under a limit, log it, never stop the script
   local name=$1 limit=$2; shift 2
+  case " $PLAN " in *" $name "*) ;; *) return ;; esac  # not in this call's plan
   local left=$((DEADLINE - SECONDS - 30))  # 30 s kept for the summary
   if [ "$left" -lt 10 ]; then echo "=== $name: skipped, the call's time is spent" | tee -a "$LOG"; return; fi
   [ "$left" -lt "$limit" ] && limit=$left
@@ -54,11 +65,17 @@ stage() {  # stage NAME SECONDS COMMAND...: run under a limit, log it, never sto
 {
   date -u; git log -1 --format='commit %h %s' 2>/dev/null || true
   nvidia-smi -L 2>/dev/null || echo "no nvidia-smi"
+  echo "plan: $PLAN"
 } | tee -a "$LOG"
 stage install "${GPU_CHECK_INSTALL_S:-60}" "$PY" -m pip install -q --no-deps --no-build-isolation -e .
 stage versions 30 "$PY" -c "import torch, coopnets; print('coopnets', coopnets.__version__, \
 'torch', torch.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name())"
-stage tests "${GPU_CHECK_TESTS_S:-120}" "$PY" -m pytest -q -p no:cacheprovider
+stage tests "${GPU_CHECK_TESTS_S:-100}" "$PY" -m pytest -q -p no:cacheprovider
+stage texture "${GPU_CHECK_TEXTURE_S:-170}" "$PY" -m coopnets train --preset texture \
+  --data .gpu/brick.png --device "$DEVICE" --cuda-graphs true --run-dir "$RUNS/texture" --progress false \
+  ${GPU_CHECK_TEXTURE_STEPS:+--steps $GPU_CHECK_TEXTURE_STEPS}
+stage texture-sheet "${GPU_CHECK_SHEET_S:-40}" "$PY" benchmarks/bench_textures.py \
+  --run "$RUNS/texture" --outdir "$RUNS/texture-sheet" --out "$OUT"
 stage bench-step "${GPU_CHECK_BENCH_S:-60}" "$PY" benchmarks/bench_step.py --device "$DEVICE" \
   --presets cifar10 --chains 100 400 --modes eager graphs bf16 bf16-langevin --repeats 5
 stage mnist "${GPU_CHECK_MNIST_S:-150}" "$PY" -m coopnets train --preset mnist \
@@ -66,7 +83,8 @@ stage mnist "${GPU_CHECK_MNIST_S:-150}" "$PY" -m coopnets train --preset mnist \
   ${GPU_CHECK_MNIST_STEPS:+--steps $GPU_CHECK_MNIST_STEPS}
 stage mnist-parzen "${GPU_CHECK_PARZEN_S:-90}" "$PY" benchmarks/bench_mnist.py \
   --data .gpu/mnist.npz --run "$RUNS/mnist" --no-ceiling --outdir "$RUNS/mnist-score" ${GPU_CHECK_PARZEN_N:+--num-samples $GPU_CHECK_PARZEN_N}
-stage cifar10 "${GPU_CHECK_CIFAR_S:-150}" "$PY" -m coopnets train --preset cifar10 \
+[ "${GPU_CHECK_PLAN:-issue11}" = issue11 ] && CIFAR_S=180 || CIFAR_S=150
+stage cifar10 "${GPU_CHECK_CIFAR_S:-$CIFAR_S}" "$PY" -m coopnets train --preset cifar10 \
   --data .gpu/cifar10-test-jpeg.zip --device "$DEVICE" --cuda-graphs true --run-dir "$RUNS/cifar10" --progress false \
   ${GPU_CHECK_CIFAR_STEPS:+--steps $GPU_CHECK_CIFAR_STEPS}
 
@@ -90,8 +108,9 @@ for run in sorted(Path(sys.argv[1]).glob("*")):
     if log.strip():
         print("   last log line:", log.strip().splitlines()[-1])
 EOF
+for f in "$RUNS"/texture-sheet/*.json; do [ -f "$f" ] && cp "$f" "$OUT/texture-sheet.json"; done
 for f in "$RUNS"/mnist-score/*.json; do [ -f "$f" ] && cp "$f" "$OUT/mnist-parzen.json"; done
-for run in mnist cifar10; do
+for run in texture mnist cifar10; do
   last=$(ls "$RUNS/$run"/samples-rev-*.png 2>/dev/null | tail -n 1)
   [ -n "$last" ] && cp "$last" "$OUT/$run-$(basename "$last")"
 done
