@@ -266,6 +266,24 @@ def checkpoint_dict(s: Session, step: int) -> dict:
             "state": {k: (v.cpu() if v is not None else None) for k, v in s.state.items()}}
 
 
+# How an optimiser runs, not what it computes: they belong to the device, not to the checkpoint
+IMPLEMENTATION_FLAGS = ("fused", "foreach", "capturable")
+
+
+def load_optimizer(opt: torch.optim.Optimizer, saved: dict) -> None:
+    """Load a saved optimiser state (moments, step counts, rates) into ``opt``, keeping ``opt``'s
+    own implementation flags. ``Optimizer.load_state_dict`` takes every group's settings from
+    the checkpoint, so a run saved on a CPU (``fused=False``) would resume on a GPU with the
+    unfused Adam, and a GPU run's ``fused=True`` would follow it onto a CPU. Adam moves its state
+    to the parameters' device (and its step counts to float32 there when fused)."""
+    groups = saved.get("param_groups", [])
+    if len(groups) == len(opt.param_groups):  # otherwise load_state_dict says what is wrong
+        groups = [{**g, **{k: cur[k] for k in IMPLEMENTATION_FLAGS if k in cur}}
+                  for g, cur in zip(groups, opt.param_groups)]
+        saved = {**saved, "param_groups": groups}
+    opt.load_state_dict(saved)
+
+
 def restore(s: Session, ckpt: dict) -> str:
     """Load a checkpoint into the session, whatever device it was written on. Returns a note
     for the log when the noise stream had to be re-derived."""
@@ -275,8 +293,8 @@ def restore(s: Session, ckpt: dict) -> str:
         gen.load_state_dict(ckpt["generator"])
         if s.ema is not None:  # a run saved before its average existed starts it from gen
             s.ema.load_state_dict(ckpt.get("generator_ema") or ckpt["generator"])
-        s.nets.opt_des.load_state_dict(ckpt["opt_des"])  # Adam moves its state to the parameters
-        s.nets.opt_gen.load_state_dict(ckpt["opt_gen"])
+        load_optimizer(s.nets.opt_des, ckpt["opt_des"])
+        load_optimizer(s.nets.opt_gen, ckpt["opt_gen"])
     except (KeyError, ValueError, RuntimeError) as e:  # a checkpoint of other networks
         line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"the checkpoint does not fit this configuration's networks ({line}); "

@@ -1,4 +1,5 @@
 """Training loop: run folders, checkpoints, resume, divergence, sampling."""
+import copy
 import dataclasses
 import json
 
@@ -245,6 +246,39 @@ def test_checkpoints_load_on_the_cpu_and_resume_across_devices(tmp_path, digits_
     assert train(cfg_for(digits_npz, tmp_path, steps=3)) == run
     assert load_checkpoint(run)["step"] == 3
     assert "noise generator was a cuda one" in (run / "log.txt").read_text()
+
+
+@pytest.mark.parametrize("saved_fused,run_fused", [(False, True), (True, False)])
+def test_a_resumed_optimiser_keeps_the_devices_adam_and_the_checkpoints_moments(saved_fused, run_fused):
+    """A checkpoint from a CPU run (unfused Adam) resumed on a GPU gets the GPU's fused Adam, and
+    the reverse; its moments, step counts and rates load as saved. (CPU Adam has both kernels,
+    so both directions run here.) ``Optimizer.load_state_dict`` alone takes the saved flag."""
+    torch.manual_seed(0)
+    w0 = torch.randn(5, 3)
+
+    def adam(fused, lr=0.1):
+        w = torch.nn.Parameter(w0.clone())
+        return w, torch.optim.Adam([w], lr, betas=(0.5, 0.999), fused=fused)
+
+    w, saver = adam(saved_fused)
+    for _ in range(3):
+        w.grad = torch.sin(w.detach() * 3)
+        saver.step()
+    saved = saver.state_dict()  # its tensors are the optimiser's: each load gets a copy, as from disk
+    w_run, run = adam(run_fused, lr=0.5)
+    w_run.data.copy_(w.detach())
+    train_mod.load_optimizer(run, copy.deepcopy(saved))
+    assert run.param_groups[0]["fused"] is run_fused
+    assert run.param_groups[0]["lr"] == 0.1 and run.state[w_run]["step"].item() == 3
+    assert saved["param_groups"][0]["fused"] is saved_fused  # the checkpoint is left as it was
+    w_ref, ref = adam(saved_fused)  # the saved optimiser, stepped on as it was
+    w_ref.data.copy_(w.detach())
+    ref.load_state_dict(copy.deepcopy(saved))
+    for v in (w_run, w_ref):
+        v.grad = torch.sin(w.detach() * 3)
+    run.step()
+    ref.step()
+    torch.testing.assert_close(w_run.detach(), w_ref.detach())
 
 
 def test_the_warm_up_rises_linearly_and_multiplies_the_decay():
