@@ -123,7 +123,8 @@ class Config:
     channels_last: bool = False  # NHWC memory format (try on GPUs; slower for small CPU nets)
     compile: str = "none"  # none | inductor | aot_eager: torch.compile the networks (coopnets.fast)
     cuda_graphs: bool = False  # replay descriptor revision (D1) from a CUDA graph (CUDA only)
-    tf32: bool = True  # CUDA: TF32 matrix multiplies (cuDNN convolutions use TF32 by default)
+    tf32: bool = True  # CUDA: TF32 matrix multiplies and cuDNN convolutions; false: float32 for both
+    # (PyTorch's own default is TF32 convolutions and float32 matmuls)
     # output -----------------------------------------------------------------------------
     outdir: str = "runs"
     log_every: int = 10

@@ -118,3 +118,22 @@ def test_bf16_langevin_casts_the_chains_and_keeps_the_updates_float32(smoke_data
     _, p_replayed = step(cfg, reviser=lambda x0, rng: low.samples["x_rev"])
     for a, b in zip(p_low, p_replayed):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("tf32", [True, False])
+def test_tf32_false_means_float32_convolutions_too(tf32):
+    """``--tf32 false`` turns TF32 off where this model computes, in cuDNN's convolutions as well
+    as in matrix multiplies (PyTorch leaves convolutions in TF32 unless told). Only the process
+    flags are set, so a CPU build checks them; a CPU run leaves them alone."""
+    flags = (torch.backends.cuda.matmul, torch.backends.cudnn)
+    before = [f.allow_tf32 for f in flags]
+    try:
+        for f in flags:
+            f.allow_tf32 = not tf32
+        fast.configure_device(resolve("smoke", data="-", tf32=tf32), torch.device("cuda"))
+        assert [f.allow_tf32 for f in flags] == [tf32, tf32]
+        fast.configure_device(resolve("smoke", data="-", tf32=not tf32), torch.device("cpu"))
+        assert [f.allow_tf32 for f in flags] == [tf32, tf32]
+    finally:
+        for f, b in zip(flags, before):
+            f.allow_tf32 = b
