@@ -21,6 +21,16 @@ def need_shared(rel: str) -> Path:
     return p
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _deterministic_cudnn():
+    """On a GPU, tests that resume a run and compare it bit for bit with an unbroken one need
+    the same kernels both times: cuDNN's fastest may add in any order. Training itself does not
+    ask for this (it costs speed); on a CPU it changes nothing."""
+    if torch.cuda.is_available():
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _threads():
     torch.set_num_threads(1)  # tiny tensors: one thread is faster, and immune to spin-waiting
