@@ -11,9 +11,9 @@
 #   1. install (pip --no-deps -e .; the device's own CUDA torch stays); tests/test_fast.py
 #      alone (the CUDA graph's first capture: if it fails, the training stages run without
 #      --cuda-graphs); the test suite on CUDA (training tests run on the GPU: their device is
-#      "auto"), cut at 100 s. test_video's mp4 checks fail there: the device's image lacks
-#      imageio-ffmpeg, a declared dependency that --no-deps does not install (its wheel, 30 MB,
-#      does not fit the carry beside the data)
+#      "auto"; 8 workers where pytest-xdist is installed), cut at 100 s. test_video's mp4
+#      checks fail there: the device's image lacks imageio-ffmpeg, a declared dependency that
+#      --no-deps does not install (its wheel, 30 MB, does not fit the carry beside the data)
 #   2. the `texture` preset's whole schedule (3,000 steps, brick, 224x224) at its defaults, the
 #      one paper preset whose schedule fits a session; then its sheet (observed | 3 syntheses |
 #      2x) with the cell, layout and clustering numbers of benchmarks/bench_textures.py
@@ -83,7 +83,10 @@ if [ "$LAST_RC" != 0 ]; then
   GRAPHS=false
   echo "=== the CUDA-graph tests failed: the training stages run with --cuda-graphs false" | tee -a "$LOG"
 fi
-stage tests "${GPU_CHECK_TESTS_S:-100}" "$PY" -m pytest -q -p no:cacheprovider
+# pytest-xdist is in the device's image: 8 workers (the suite passes under -n 2 here, 3.5 min
+# on the 2-core CPU beside a training run, 2026-12-07)
+XDIST=$("$PY" -c "import xdist" 2>/dev/null && echo "-n ${GPU_CHECK_TEST_WORKERS:-8}")
+stage tests "${GPU_CHECK_TESTS_S:-100}" "$PY" -m pytest -q -p no:cacheprovider $XDIST
 stage texture "${GPU_CHECK_TEXTURE_S:-170}" "$PY" -m coopnets train --preset texture \
   --data .gpu/brick.png --device "$DEVICE" --cuda-graphs "$GRAPHS" --run-dir "$RUNS/texture" --progress false \
   ${GPU_CHECK_TEXTURE_STEPS:+--steps $GPU_CHECK_TEXTURE_STEPS}
