@@ -128,5 +128,5 @@ def describe(cfg, device: torch.device) -> str:
         parts.append("descriptor revision replayed from a CUDA graph" if device.type == "cuda"
                      else f"--cuda-graphs needs a CUDA device; this {device.type} run revises eagerly")
     if device.type == "cuda":
-        parts.append("fused Adam, " + ("TF32 matmuls and convolutions" if cfg.tf32 else "float32 throughout"))
+        parts.append("fused Adam, " + ("TF32 matmuls and convolutions" if cfg.tf32 else "no TF32"))
     return "; ".join(parts)

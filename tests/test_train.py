@@ -264,6 +264,8 @@ def test_a_cpu_run_resumes_on_a_gpu_with_the_gpus_adam(tmp_path, digits_npz):
     assert all(torch.isfinite(v.float()).all() for v in ckpt["descriptor"].values())
 
 
+@pytest.mark.skipif(tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 4),
+                    reason="fused Adam on the CPU needs torch 2.4")
 @pytest.mark.parametrize("saved_fused,run_fused", [(False, True), (True, False)])
 def test_a_resumed_optimiser_keeps_the_devices_adam_and_the_checkpoints_moments(saved_fused, run_fused):
     """A checkpoint from a CPU run (unfused Adam) resumed on a GPU gets the GPU's fused Adam, and
