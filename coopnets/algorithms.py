@@ -22,6 +22,7 @@ import torch
 
 from .config import GAP_SHAPES
 from .distributed import mean_tensor
+from .fast import run_amp
 from .langevin import generator_log_posterior, langevin, revise
 from .seeding import randn
 
@@ -108,8 +109,10 @@ def unwrap(module):
 def amp_context(cfg, device, part: str = "update"):
     """A factory of the autocast context ``cfg.amp`` asks for (bf16) or of a no-op one.
     ``part`` is "update" (the networks' passes that train the parameters) or "langevin" (the
-    passes inside the chains): ``--amp bf16`` casts both, ``--amp bf16-langevin`` the chains only."""
-    if cfg.amp == "bf16" or (cfg.amp == "bf16-langevin" and part == "langevin"):
+    passes inside the chains): ``--amp bf16`` casts both, ``--amp bf16-langevin`` the chains only,
+    ``--amp auto`` the chains only where the device has bf16 kernels (``fast.run_amp``)."""
+    amp = run_amp(cfg, device)
+    if amp == "bf16" or (amp == "bf16-langevin" and part == "langevin"):
         return lambda: torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
     return nullcontext
 

@@ -118,7 +118,8 @@ class Config:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     # none | bf16 (networks under autocast; Langevin state stays float32) | bf16-langevin
-    # (autocast inside the Langevin chains only; the parameter updates stay float32)
+    # (autocast inside the Langevin chains only; the parameter updates stay float32) | auto
+    # (bf16-langevin where the device has bf16 kernels, none where it would emulate them)
     amp: str = "none"
     channels_last: bool = False  # NHWC memory format (try on GPUs; slower for small CPU nets)
     compile: str = "none"  # none | inductor | aot_eager: torch.compile the networks (coopnets.fast)
@@ -212,7 +213,7 @@ class Config:
         return self.des_noise_scale if self.des_noise else 0.0
 
 
-AMP_MODES = ("none", "bf16", "bf16-langevin")
+AMP_MODES = ("none", "bf16", "bf16-langevin", "auto")
 
 # Fields that do not change what a run computes: a changed value still resumes the run.
 RESUME_IGNORES = {"steps", "log_every", "sample_every", "ckpt_every", "snapshot_every",
@@ -295,12 +296,14 @@ PRESETS: dict[str, dict] = {
     # (docs/results.md, MNIST): the generator's moving average (+15 nats; 0.9995 gave +1.5 over
     # 0.999, 0.9998 +0.1 to +0.8 over 0.9995), a generator rate of 2e-3 (the average gains +4
     # per doubling, 5e-4 -> 2e-3, at 12,000 steps), the wall-shaped gap limit (the quadratic
-    # stalls this rate), and the Langevin chains in bf16 with fp32 updates (1.27x; full bf16
-    # cost the generator 2-4 nats). 24,000 steps, the issue's "about an hour" (64.5 min on 2
-    # threads): generator 226.3, revised 239.1 (paper 226 / 228). --steps 30000 (80 min) gave
-    # 228.1 / 242.3 with the 0.9995 average. In fp32 with 0.999: 225.6 / 237.1 in 2 h.
+    # stalls this rate), and the Langevin chains in bf16 with fp32 updates where the CPU has
+    # bf16 kernels (1.27x there; full bf16 cost the generator 2-4 nats; an AVX2-only CPU
+    # emulates bf16, 9x slower, so "auto" keeps float32 there). 24,000 steps, the issue's "about
+    # an hour" (64.5 min on 2 threads with bf16 kernels): generator 226.3, revised 239.1 (paper
+    # 226 / 228). --steps 30000 (80 min) gave 228.1 / 242.3 with the 0.9995 average. In fp32
+    # with 0.999: 225.6 / 237.1 in 2 h.
     "mnist-table2-cpu": dict(_MNIST_CPU, des_steps=8, gen_lr=2e-3, gen_ema=0.9998,
-                             amp="bf16-langevin", des_gap_shape="wall", steps=24000,
+                             amp="auto", des_gap_shape="wall", steps=24000,
                              snapshot_every=3000),
     # Exp 5, Table 3 (FID: generator 35.25, descriptor 33.61): CIFAR-10 32x32.
     "cifar10": dict(des_net="img32", gen_net="img32", batch_size=100, num_chains=100,

@@ -19,6 +19,8 @@ captured once stays valid for the rest of the run.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .langevin import descriptor_log_prob, langevin_update, revise
@@ -117,6 +119,48 @@ def configure_device(cfg, device: torch.device) -> None:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = bool(cfg.tf32)
         torch.backends.cudnn.allow_tf32 = bool(cfg.tf32)
+
+
+def bf16_is_native(device_type: str) -> bool:
+    """Whether this machine has bfloat16 kernels for the networks: a CUDA GPU with bf16
+    (Ampere and later), or a CPU that oneDNN runs bf16 on (AVX-512 or AMX). On an AVX2-only CPU
+    PyTorch emulates bf16: `mnist-table2-cpu`'s step took 9x as long as in float32 there
+    (docs/results.md), where a CPU with the kernels had run it 1.27x faster."""
+    return _bf16_is_native(device_type)
+
+
+@functools.lru_cache(maxsize=None)
+def _bf16_is_native(device_type: str) -> bool:
+    try:
+        if device_type == "cuda":
+            return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        if device_type == "cpu":
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without the probe: assume no kernels
+        pass
+    return False
+
+
+def run_amp(cfg, device) -> str:
+    """The precision a run's steps use: ``cfg.amp``, with "auto" made "bf16-langevin" where the
+    device has bf16 kernels and "none" where it would emulate them."""
+    if cfg.amp != "auto":
+        return cfg.amp
+    return "bf16-langevin" if bf16_is_native(torch.device(device).type) else "none"
+
+
+def describe_amp(cfg, device: torch.device) -> str:
+    """What the run log says of its precision: nothing for float32 asked for, the mode "auto"
+    chose, and a warning where bf16 was asked for on a device that emulates it."""
+    mode = run_amp(cfg, device)
+    if cfg.amp == "auto":
+        why = "has" if mode != "none" else "has no"
+        return (f"--amp auto: {'bf16 Langevin chains' if mode != 'none' else 'float32'} "
+                f"(this {device.type} {why} bf16 kernels)")
+    if mode != "none" and not bf16_is_native(device.type):
+        return (f"warning: --amp {mode} on a {device.type} without bf16 kernels is emulated, "
+                f"several times slower than --amp none (or --amp auto, which chooses)")
+    return ""
 
 
 def describe(cfg, device: torch.device) -> str:

@@ -861,6 +861,10 @@ def train(cfg: Config, run_dir: str | Path | None = None, new_run: bool = False)
     nets = step_nets(s)
     if (why := fast.describe(cfg, device)):
         log.text(f"fast path: {why}")
+    if (precision := fast.describe_amp(cfg, device)):
+        log.text(precision)
+        if precision.startswith("warning") and dist.is_main():
+            print(precision, file=sys.stderr)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     show = dist.is_main() and cfg.progress
     plain = show and not sys.stderr.isatty()  # off a terminal: a plain line per log step

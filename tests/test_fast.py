@@ -92,32 +92,70 @@ def test_fast_options_do_not_split_runs(smoke_data, tmp_path):
         resolve("smoke", data="-", compile="fast")
 
 
+def _one_step(smoke_data, reviser=None, **overrides):
+    """One CoopNets step of the smoke preset on 8 digits, l_G = 0: its result and the
+    parameters after it."""
+    import dataclasses
+    from coopnets.data import load_images
+    cfg = resolve("smoke", data=str(smoke_data), des_steps=3, gen_steps=0, **overrides)
+    images = load_images(str(smoke_data), "auto", 0, False, 0, "", "")
+    s = build_session(cfg, images, torch.device("cpu"))
+    nets = dataclasses.replace(step_nets(s), reviser=reviser)
+    x = images[:8].float() / 127.5 - 1
+    r = coop_step(nets, Batch(x), {}, cfg, torch.Generator().manual_seed(5))
+    return r, [p.detach().clone() for m in s.modules for p in m.parameters()]
+
+
 def test_bf16_langevin_casts_the_chains_and_keeps_the_updates_float32(smoke_data):
     """--amp bf16-langevin: the revised samples come from bf16 chains (near fp32's, not equal),
     and both updates are the float32 updates on those samples, bit for bit (l_G = 0, as in the
     paper's presets: the G2 update then reuses the fp32 generation, and no G1 chain draws noise)."""
-    import dataclasses
-    from coopnets.data import load_images
-    cfg = resolve("smoke", data=str(smoke_data), des_steps=3, gen_steps=0)
-    images = load_images(str(smoke_data), "auto", 0, False, 0, "", "")
-    x = images[:8].float() / 127.5 - 1
+    def step(cfg_amp=None, reviser=None):
+        return _one_step(smoke_data, reviser, **({"amp": cfg_amp} if cfg_amp else {}))
 
-    def step(cfg, reviser=None):
-        s = build_session(cfg, images, torch.device("cpu"))
-        nets = dataclasses.replace(step_nets(s), reviser=reviser)
-        r = coop_step(nets, Batch(x), {}, cfg, torch.Generator().manual_seed(5))
-        return r, [p.detach().clone() for m in s.modules for p in m.parameters()]
-
-    low, p_low = step(dataclasses.replace(cfg, amp="bf16-langevin"))
-    fp32, _ = step(cfg)
+    low, p_low = step("bf16-langevin")
+    fp32, _ = step()
     move = (fp32.samples["x_rev"] - fp32.samples["x_gen"]).pow(2).mean().sqrt()
     err = (low.samples["x_rev"] - fp32.samples["x_rev"]).pow(2).mean().sqrt()
     assert 0 < err < 0.05 * move  # the chains ran in bf16, and stayed near the fp32 chains
     torch.testing.assert_close(low.samples["x_gen"], fp32.samples["x_gen"], rtol=0, atol=0)
     # The same fp32 step, its chains replaced by the bf16 chains' result: the same parameters.
-    _, p_replayed = step(cfg, reviser=lambda x0, rng: low.samples["x_rev"])
+    _, p_replayed = step(reviser=lambda x0, rng: low.samples["x_rev"])
     for a, b in zip(p_low, p_replayed):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_amp_auto_is_bf16_chains_where_the_device_has_bf16_kernels_and_float32_elsewhere(
+        smoke_data, monkeypatch, native):
+    """--amp auto computes the bf16-langevin step where the device has bf16 kernels and the
+    float32 step where it would emulate them (an AVX2-only CPU, 9x slower in bf16), bit for bit.
+    Which of the two the step differs from shows that "auto" did choose."""
+    monkeypatch.setattr(fast, "bf16_is_native", lambda device_type: native)
+    auto, p_auto = _one_step(smoke_data, amp="auto")
+    chosen, p_chosen = _one_step(smoke_data, amp="bf16-langevin" if native else "none")
+    other, _ = _one_step(smoke_data, amp="none" if native else "bf16-langevin")
+    assert torch.equal(auto.samples["x_rev"], chosen.samples["x_rev"])
+    assert not torch.equal(auto.samples["x_rev"], other.samples["x_rev"])
+    for a, b in zip(p_auto, p_chosen):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("amp, native, line", [
+    ("auto", True, "--amp auto: bf16 Langevin chains (this cpu has bf16 kernels)"),
+    ("auto", False, "--amp auto: float32 (this cpu has no bf16 kernels)"),
+    ("bf16-langevin", False, "warning: --amp bf16-langevin on a cpu without bf16 kernels is emulated"),
+    ("bf16", True, None),
+    ("none", False, None)])
+def test_the_run_log_says_which_precision_runs_and_warns_of_emulated_bf16(
+        tmp_path, smoke_data, monkeypatch, capsys, amp, native, line):
+    monkeypatch.setattr(fast, "bf16_is_native", lambda device_type: native)
+    run = train(resolve("smoke", data=str(smoke_data), amp=amp, steps=1, outdir=str(tmp_path),
+                        progress=False))
+    text, err = (run / "log.txt").read_text(), capsys.readouterr().err
+    said = [t for t in text.splitlines() if "--amp" in t]
+    assert said == ([] if line is None else [said[0]]) and (line is None or said[0].startswith(line))
+    assert ("warning: --amp" in err) == (line is not None and line.startswith("warning"))
 
 
 @pytest.mark.parametrize("tf32", [True, False])
