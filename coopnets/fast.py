@@ -131,14 +131,17 @@ def bf16_is_native(device_type: str) -> bool:
 
 @functools.lru_cache(maxsize=None)
 def _bf16_is_native(device_type: str) -> bool:
+    if device_type == "cuda":
+        if not torch.cuda.is_available():
+            return False
+        try:  # PyTorch 2.3 on counts a GPU that emulates bf16 unless told not to
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:
+            return torch.cuda.is_bf16_supported()
     try:
-        if device_type == "cuda":
-            return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        if device_type == "cpu":
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a build without the probe: assume no kernels
-        pass
-    return False
+        return device_type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without the probe: no kernels known
+        return False
 
 
 def run_amp(cfg, device) -> str:
