@@ -109,8 +109,11 @@ def _refusal(folder: Path, diffs: list, content: str, saved: dict, cfg: Config, 
         return (f"{folder} was trained before today's default "
                 f"({describe_differences(saved, config_dict(cfg), diffs)}); resume it as it ran "
                 f"with {flags}, or {how}")
+    plain = all(isinstance(saved.get(k), (str, int, float, bool)) for k in diffs)
+    as_it_ran = f"resume it as it ran with {_flags(saved, diffs)}, or " if diffs and plain else ""
     return (f"{folder} holds a run with a different configuration "
-            f"({describe_differences(saved, config_dict(cfg), diffs)}); it was left as it is: {how}")
+            f"({describe_differences(saved, config_dict(cfg), diffs)}); it was left as it is: "
+            f"{as_it_ran}{how}")
 
 
 def find_run_dir(cfg: Config, new_run: bool = False, data_id: dict | None = None,

@@ -103,7 +103,8 @@ def test_run_dir_with_another_config_is_refused_and_config_json_kept(tmp_path, d
     run = tmp_path / "mine"
     train(cfg_for(digits_npz, tmp_path, steps=1), run_dir=run)
     before = (run / "config.json").read_bytes(), (run / LATEST).read_bytes()
-    with pytest.raises(UserError, match=r"different configuration \(algorithm \"coop\" -> \"abp\""):
+    with pytest.raises(UserError, match=r"different configuration \(algorithm \"coop\" -> \"abp\"\); "
+                                         r"it was left as it is: resume it as it ran with --algorithm \"coop\""):
         train(cfg_for(digits_npz, tmp_path, steps=2, algorithm="abp"), run_dir=run)
     other = tmp_path / "other.npz"
     np.savez(other, x_train=np.zeros((16, 28, 28), np.uint8))
@@ -133,6 +134,19 @@ def test_a_run_saved_before_the_gap_limit_default_keeps_the_paper_loss(tmp_path,
                                          r"resume it as it ran with --des-gap-limit 0.0"):
         train(cfg_for(digits_npz, tmp_path, steps=2), run_dir=run)
     assert train(cfg_for(digits_npz, tmp_path, steps=2, des_gap_limit=0.0), run_dir=run) == run
+    assert load_checkpoint(run)["step"] == 2
+
+
+def test_a_table2_run_saved_with_bf16_chains_is_refused_by_amp_auto_with_the_flag_that_resumes_it(
+        tmp_path, digits_npz):
+    """mnist-table2-cpu ran --amp bf16-langevin until it became --amp auto: the same command
+    refuses such a run in one line naming the flag that resumes it as it ran, and that flag does."""
+    run = tmp_path / "table2"
+    train(cfg_for(digits_npz, tmp_path, steps=1, amp="bf16-langevin"), run_dir=run)
+    with pytest.raises(UserError, match=r'\(amp "bf16-langevin" -> "auto"\); it was left as it is: '
+                                        r'resume it as it ran with --amp "bf16-langevin", or '):
+        train(cfg_for(digits_npz, tmp_path, steps=2, amp="auto"), run_dir=run)
+    assert train(cfg_for(digits_npz, tmp_path, steps=2, amp="bf16-langevin"), run_dir=run) == run
     assert load_checkpoint(run)["step"] == 2
 
 
