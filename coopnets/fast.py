@@ -121,47 +121,48 @@ def configure_device(cfg, device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = bool(cfg.tf32)
 
 
-def bf16_is_native(device_type: str) -> bool:
-    """Whether this machine has bfloat16 kernels for the networks: a CUDA GPU with bf16
-    (Ampere and later), or a CPU that oneDNN runs bf16 on (AVX-512 or AMX). On an AVX2-only CPU
-    PyTorch emulates bf16: `mnist-table2-cpu`'s step took 9x as long as in float32 there
-    (docs/results.md), where a CPU with the kernels had run it 1.27x faster."""
-    return _bf16_is_native(device_type)
+def bf16_is_native(device) -> bool:
+    """Whether ``device`` has bfloat16 kernels for the networks: a CUDA GPU of compute
+    capability 8 or more (Ampere on), or a CPU that oneDNN runs bf16 on (AVX-512 or AMX). On an
+    AVX2-only CPU PyTorch emulates bf16: `mnist-table2-cpu`'s step took 9x as long as in float32
+    there (docs/results.md), where a CPU with the kernels had run it 1.27x faster."""
+    return _bf16_is_native(str(torch.device(device)))
 
 
 @functools.lru_cache(maxsize=None)
-def _bf16_is_native(device_type: str) -> bool:
-    if device_type == "cuda":
+def _bf16_is_native(device: str) -> bool:
+    d = torch.device(device)
+    if d.type == "cuda":  # (is_bf16_supported() counts GPUs that emulate it, and asks GPU 0)
         if not torch.cuda.is_available():
             return False
-        try:  # PyTorch 2.3 on counts a GPU that emulates bf16 unless told not to
-            return torch.cuda.is_bf16_supported(including_emulation=False)
-        except TypeError:
+        if torch.version.hip:
             return torch.cuda.is_bf16_supported()
+        return torch.cuda.get_device_capability(d)[0] >= 8
     try:
-        return device_type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return d.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a build without the probe: no kernels known
         return False
 
 
 def run_amp(cfg, device) -> str:
     """The precision a run's steps use: ``cfg.amp``, with "auto" made "bf16-langevin" where the
-    device has bf16 kernels and "none" where it would emulate them."""
+    device has bf16 kernels and "none" where it would emulate them. "auto" is decided on the
+    machine that runs, so a run moved between such machines changes precision (its log says)."""
     if cfg.amp != "auto":
         return cfg.amp
-    return "bf16-langevin" if bf16_is_native(torch.device(device).type) else "none"
+    return "bf16-langevin" if bf16_is_native(device) else "none"
 
 
-def describe_amp(cfg, device: torch.device) -> str:
+def describe_amp(cfg, device) -> str:
     """What the run log says of its precision: nothing for float32 asked for, the mode "auto"
     chose, and a warning where bf16 was asked for on a device that emulates it."""
-    mode = run_amp(cfg, device)
+    mode, kind = run_amp(cfg, device), torch.device(device).type
     if cfg.amp == "auto":
         why = "has" if mode != "none" else "has no"
         return (f"--amp auto: {'bf16 Langevin chains' if mode != 'none' else 'float32'} "
-                f"(this {device.type} {why} bf16 kernels)")
-    if mode != "none" and not bf16_is_native(device.type):
-        return (f"warning: --amp {mode} on a {device.type} without bf16 kernels is emulated, "
+                f"(this {kind} {why} bf16 kernels)")
+    if mode != "none" and not bf16_is_native(device):
+        return (f"warning: --amp {mode} on a {kind} without bf16 kernels is emulated, "
                 f"several times slower than --amp none (or --amp auto, which chooses)")
     return ""
 

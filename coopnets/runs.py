@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import distributed as dist
 from .checkpoint import LATEST, config_dict, load_checkpoint
-from .config import BEFORE_FIELD, Config, describe_differences, differences
+from .config import BEFORE_FIELD, Config, describe_differences, differences, migrate
 from .data import IMAGE_EXTS
 from .errors import UserError, write_error
 
@@ -97,6 +97,18 @@ def _flags(values: dict, keys) -> str:
     return " ".join(f"--{k.replace('_', '-')} {json.dumps(values[k])}" for k in keys)
 
 
+def _resume_flags(saved: dict, diffs: list) -> str:
+    """The train flags that give today's config the saved run's values where they differ, or ""
+    where no flags can (a field this version no longer has, a value no flag takes). Fields
+    renamed or added since the run was saved count as they ran (``migrate``)."""
+    ran = {**dataclasses.asdict(Config()), **migrate(saved, saved=True)}
+    names = {f.name for f in dataclasses.fields(Config)}
+    if not diffs or any(k not in names or not isinstance(ran[k], (str, int, float, bool))
+                        for k in diffs):
+        return ""
+    return _flags(ran, diffs)
+
+
 def _refusal(folder: Path, diffs: list, content: str, saved: dict, cfg: Config, how: str) -> str:
     if content:
         return f"{content}; {folder} was not resumed: {how}"
@@ -109,8 +121,8 @@ def _refusal(folder: Path, diffs: list, content: str, saved: dict, cfg: Config, 
         return (f"{folder} was trained before today's default "
                 f"({describe_differences(saved, config_dict(cfg), diffs)}); resume it as it ran "
                 f"with {flags}, or {how}")
-    plain = all(isinstance(saved.get(k), (str, int, float, bool)) for k in diffs)
-    as_it_ran = f"resume it as it ran with {_flags(saved, diffs)}, or " if diffs and plain else ""
+    flags = _resume_flags(saved, diffs)
+    as_it_ran = f"resume it as it ran with {flags}, or " if flags else ""
     return (f"{folder} holds a run with a different configuration "
             f"({describe_differences(saved, config_dict(cfg), diffs)}); it was left as it is: "
             f"{as_it_ran}{how}")
@@ -154,10 +166,10 @@ def find_run_dir(cfg: Config, new_run: bool = False, data_id: dict | None = None
 
 
 def _another_configuration(p: Path, diffs: list, saved: dict, cfg: Config, folder: Path) -> str:
-    flags = _flags(saved, [k for k in diffs if k in saved])
+    flags = _resume_flags(saved, diffs)
     return (f"note: {p} holds {cfg.preset or 'a run'} on these data with another configuration "
             f"({describe_differences(saved, config_dict(cfg), diffs)}); it was left as it is and "
-            f"{folder.name} starts. To resume it instead, add {flags}")
+            f"{folder.name} starts." + (f" To resume it instead, add {flags}" if flags else ""))
 
 
 def check_run_dir(run_dir: Path, cfg: Config, data_id: dict, given: str) -> None:

@@ -131,7 +131,7 @@ def test_amp_auto_is_bf16_chains_where_the_device_has_bf16_kernels_and_float32_e
     """--amp auto computes the bf16-langevin step where the device has bf16 kernels and the
     float32 step where it would emulate them (an AVX2-only CPU, 9x slower in bf16), bit for bit.
     Which of the two the step differs from shows that "auto" did choose."""
-    monkeypatch.setattr(fast, "bf16_is_native", lambda device_type: native)
+    monkeypatch.setattr(fast, "bf16_is_native", lambda device: native)
     auto, p_auto = _one_step(smoke_data, amp="auto")
     chosen, p_chosen = _one_step(smoke_data, amp="bf16-langevin" if native else "none")
     other, _ = _one_step(smoke_data, amp="none" if native else "bf16-langevin")
@@ -139,6 +139,25 @@ def test_amp_auto_is_bf16_chains_where_the_device_has_bf16_kernels_and_float32_e
     assert not torch.equal(auto.samples["x_rev"], other.samples["x_rev"])
     for a, b in zip(p_auto, p_chosen):
         assert torch.equal(a, b)
+
+
+def test_bf16_kernels_are_asked_of_the_runs_own_gpu_and_an_emulating_gpu_has_none(monkeypatch):
+    """A GPU has bf16 kernels from compute capability 8 (Ampere) on; PyTorch's
+    is_bf16_supported() also counts older GPUs that emulate it, and asks the current GPU, not
+    the run's. CUDA stubbed: GPU 0 a V100 (7.0), GPU 1 an A100 (8.0)."""
+    if torch.version.hip:
+        pytest.skip("ROCm: PyTorch's own bf16 check is used")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability",
+                        lambda d=None: {0: (7, 0), 1: (8, 0)}[torch.device(d).index or 0])
+    fast._bf16_is_native.cache_clear()
+    try:
+        assert not fast.bf16_is_native("cuda:0") and not fast.bf16_is_native(torch.device("cuda"))
+        assert fast.bf16_is_native("cuda:1")
+        cfg = resolve("smoke", data="-", amp="auto")
+        assert (fast.run_amp(cfg, "cuda:0"), fast.run_amp(cfg, "cuda:1")) == ("none", "bf16-langevin")
+    finally:
+        fast._bf16_is_native.cache_clear()
 
 
 @pytest.mark.parametrize("amp, native, line", [
@@ -149,7 +168,7 @@ def test_amp_auto_is_bf16_chains_where_the_device_has_bf16_kernels_and_float32_e
     ("none", False, None)])
 def test_the_run_log_says_which_precision_runs_and_warns_of_emulated_bf16(
         tmp_path, smoke_data, monkeypatch, capsys, amp, native, line):
-    monkeypatch.setattr(fast, "bf16_is_native", lambda device_type: native)
+    monkeypatch.setattr(fast, "bf16_is_native", lambda device: native)
     run = train(resolve("smoke", data=str(smoke_data), amp=amp, steps=1, outdir=str(tmp_path),
                         progress=False))
     text, err = (run / "log.txt").read_text(), capsys.readouterr().err

@@ -137,10 +137,11 @@ def test_a_run_saved_before_the_gap_limit_default_keeps_the_paper_loss(tmp_path,
     assert load_checkpoint(run)["step"] == 2
 
 
-def test_a_table2_run_saved_with_bf16_chains_is_refused_by_amp_auto_with_the_flag_that_resumes_it(
-        tmp_path, digits_npz):
-    """mnist-table2-cpu ran --amp bf16-langevin until it became --amp auto: the same command
-    refuses such a run in one line naming the flag that resumes it as it ran, and that flag does."""
+def test_a_table2_run_saved_with_bf16_chains_is_not_resumed_by_amp_auto_and_is_told_the_flag(
+        tmp_path, digits_npz, capsys):
+    """mnist-table2-cpu ran --amp bf16-langevin until it became --amp auto. With --run-dir the
+    preset's command refuses such a run in one line naming the flag that resumes it as it ran,
+    and that flag does; without it a new numbered run starts and a note names the same flag."""
     run = tmp_path / "table2"
     train(cfg_for(digits_npz, tmp_path, steps=1, amp="bf16-langevin"), run_dir=run)
     with pytest.raises(UserError, match=r'\(amp "bf16-langevin" -> "auto"\); it was left as it is: '
@@ -148,6 +149,21 @@ def test_a_table2_run_saved_with_bf16_chains_is_refused_by_amp_auto_with_the_fla
         train(cfg_for(digits_npz, tmp_path, steps=2, amp="auto"), run_dir=run)
     assert train(cfg_for(digits_npz, tmp_path, steps=2, amp="bf16-langevin"), run_dir=run) == run
     assert load_checkpoint(run)["step"] == 2
+
+    numbered = train(cfg_for(digits_npz, tmp_path / "runs", steps=1, amp="bf16-langevin"))
+    capsys.readouterr()
+    fresh = train(cfg_for(digits_npz, tmp_path / "runs", steps=1, amp="auto"))
+    assert fresh != numbered and load_checkpoint(numbered)["step"] == 1
+    assert capsys.readouterr().err.rstrip().endswith('To resume it instead, add --amp "bf16-langevin"')
+
+
+def test_the_flags_that_resume_a_run_as_it_ran_use_todays_names_or_are_not_offered():
+    """A field renamed since the run was saved is given under today's name; a field this
+    version no longer has cannot be set by any flag, so none is offered."""
+    from coopnets.runs import _resume_flags
+    assert _resume_flags({"des_refsig": 0.5}, ["ref_std"]) == "--ref-std 0.5"
+    assert _resume_flags({"amp": "bf16", "old_knob": 3}, ["amp", "old_knob"]) == ""
+    assert _resume_flags({"amp": "bf16"}, ["amp", "des_steps"]) == '--amp "bf16" --des-steps 10'
 
 
 def test_the_gap_shape_counts_for_resuming_only_where_the_gap_is_limited(tmp_path, digits_npz):

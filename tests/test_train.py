@@ -34,8 +34,9 @@ def assert_preset_is(name, base, **flags):
 
 
 def test_the_table2_preset_is_the_measured_mnist_cpu_run():
-    """docs/results.md's Table 2 row was trained as mnist-cpu with these flags; the preset must
-    stay that configuration, so its one command repeats the row."""
+    """docs/results.md's Table 2 row was trained as mnist-cpu with these flags (amp "auto" ran
+    bf16 chains on that CPU, float32 on one without bf16 kernels); the preset must stay that
+    configuration, so its one command repeats the row on such a machine."""
     assert_preset_is("mnist-table2-cpu", "mnist-cpu", gen_lr=2e-3, gen_ema=0.9998,
                      amp="auto", des_gap_shape="wall", steps=24000, snapshot_every=3000)
 
