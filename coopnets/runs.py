@@ -116,12 +116,11 @@ def _refusal(folder: Path, diffs: list, content: str, saved: dict, cfg: Config, 
         return (f"{folder} decays its learning rates over its --steps {saved.get('steps')} "
                 f"(lr_final {saved.get('lr_final')} < 1), so --steps {cfg.steps} would change its "
                 f"schedule; resume with --steps {saved.get('steps')}, or {how}")
+    flags = _resume_flags(saved, diffs)
     if diffs and set(diffs) <= set(BEFORE_FIELD):  # only a default that changed since it ran
-        flags = _flags({**BEFORE_FIELD, **saved}, diffs)
         return (f"{folder} was trained before today's default "
                 f"({describe_differences(saved, config_dict(cfg), diffs)}); resume it as it ran "
                 f"with {flags}, or {how}")
-    flags = _resume_flags(saved, diffs)
     as_it_ran = f"resume it as it ran with {flags}, or " if flags else ""
     return (f"{folder} holds a run with a different configuration "
             f"({describe_differences(saved, config_dict(cfg), diffs)}); it was left as it is: "
