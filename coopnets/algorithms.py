@@ -143,6 +143,16 @@ def slope_penalty(f_syn: torch.Tensor, x_syn: torch.Tensor, weight: float, ref_s
     return weight * grad[0].numel() / var * (u - 1).clamp(min=0).pow(2).mean(), u.detach()
 
 
+def energy_penalty(f_obs: torch.Tensor, f_syn: torch.Tensor, weight: float, pixels: int,
+                   ref_std: float) -> torch.Tensor:
+    """``weight`` · (P/s²) · (mean_i f̂(x_i)² + mean_j f̂(x̃_j)²) with f̂ = f s²/P, the scores per
+    pixel in units of 1/s². Added to ``descriptor_loss`` it scales the likelihood gradient at
+    each observed example by (1 − 2λ f̂) and at each sample by (1 + 2λ f̂) (λ = ``weight``)."""
+    unit = pixels / (ref_std * ref_std)
+    return weight * unit * ((f_obs.float() / unit).pow(2).mean()
+                            + (f_syn.float() / unit).pow(2).mean())
+
+
 class GradClip:
     """``--des-grad-clip``: scales the descriptor's gradient down to ``multiple`` times the
     running average of its total norm before the optimiser's step. Adam divides by a root mean
@@ -186,11 +196,13 @@ class GradClip:
 
 
 def update_descriptor(des, opt, x_obs, x_syn, amp, limit: float = 0.0, shape: str = "quadratic",
-                      slope: float = 0.0, ref_std: float = 1.0, clip: GradClip | None = None):
+                      slope: float = 0.0, ref_std: float = 1.0, clip: GradClip | None = None,
+                      energy: float = 0.0):
     """D2: one pass over the observed and synthesized examples together (independent rows),
-    with ``slope`` > 0 the slope penalty at x̃ (``slope_penalty``), and the gradient clipped by
-    ``clip`` when given. Returns the loss, the scores f(x_i), f(x̃_j), detached, and the slopes
-    u_j (None without the penalty)."""
+    with ``slope`` > 0 the slope penalty at x̃ (``slope_penalty``), with ``energy`` > 0 the
+    energy penalty (``energy_penalty``), and the gradient clipped by ``clip`` when given.
+    Returns the loss (the likelihood's, with the gap limit), the scores f(x_i), f(x̃_j),
+    detached, and the slopes u_j (None without the penalty)."""
     if slope > 0:
         x_syn = x_syn.detach().requires_grad_(True)
     with amp():
@@ -198,6 +210,8 @@ def update_descriptor(des, opt, x_obs, x_syn, amp, limit: float = 0.0, shape: st
     f_obs, f_syn = f[: len(x_obs)], f[len(x_obs):]
     loss = descriptor_loss(f_obs, f_syn, limit, shape)
     penalty, u = slope_penalty(f_syn, x_syn, slope, ref_std) if slope > 0 else (0.0, None)
+    if energy > 0:
+        penalty = penalty + energy_penalty(f_obs, f_syn, energy, x_obs[0].numel(), ref_std)
     opt.zero_grad(set_to_none=True)
     (loss + penalty).backward()
     if clip is not None:
@@ -212,7 +226,7 @@ def _update_descriptor(des, opt, x_obs, x_syn, amp, cfg, state) -> tuple[dict, d
     clip = GradClip(cfg.des_grad_clip, state.get("des_grad_norm")) if cfg.des_grad_clip else None
     loss, f_obs, f_syn, u = update_descriptor(des, opt, x_obs, x_syn, amp, gap_limit(cfg, x_obs),
                                               cfg.des_gap_shape, cfg.des_slope_penalty, cfg.ref_std,
-                                              clip)
+                                              clip, cfg.des_energy_reg)
     stats = {"des_loss": loss, "f_gap": f_obs.mean() - f_syn.mean()}
     if u is not None:
         stats["des_slope"] = u.mean()

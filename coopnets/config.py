@@ -76,6 +76,16 @@ class Config:
     # times lr per weight (β1 0.5, β2 0.999), and one such step wrecked texture-224-cpu
     # (docs/results.md "Stability"). Algorithms coop and descriptor.
     des_grad_clip: float = 0.0
+    # Penalise the energy's magnitude, as later EBMs do (Du & Mordatch 2019: α(E(x)² + E(x̃)²)):
+    # the loss adds λ (P/s²) (mean_i f̂(x_i)² + mean_j f̂(x̃_j)²), f̂ = f s²/P the score per pixel in
+    # units of 1/s² (those of --des-gap-limit), so each example's likelihood gradient is scaled
+    # by (1 − 2λ f̂) at the data and (1 + 2λ f̂) at the samples. A runaway of f meets a pull back
+    # that grows with it. 0: the paper. Algorithms coop and descriptor.
+    des_energy_reg: float = 0.0
+    # Decoupled weight decay of the descriptor (AdamW's: every weight shrinks by lr · this per
+    # step, apart from Adam's step); the released MatConvNet code's SGD had L2 decay 1e-4.
+    # 0: the paper (this package's Adam).
+    des_weight_decay: float = 0.0
     des_init: str = "noise"  # Algorithm D chains: noise | persistent | data
     # CoopNets with a pool of persistent chains beside the generator's (0: off, the paper): the
     # descriptor also learns from this many chains that each step continues by l_D Langevin steps
@@ -189,6 +199,11 @@ class Config:
         need(self.des_grad_clip == 0 or self.des_grad_clip >= 1,
              f"--des-grad-clip must be 0 (off) or a multiple >= 1 of the running average, "
              f"got {self.des_grad_clip}")
+        need(self.des_energy_reg >= 0, f"--des-energy-reg must be >= 0, got {self.des_energy_reg}")
+        need(not self.des_energy_reg or self.algorithm in ("coop", "descriptor"),
+             f"--des-energy-reg applies to --algorithm coop and descriptor, not {self.algorithm}")
+        need(self.des_weight_decay >= 0,
+             f"--des-weight-decay must be >= 0, got {self.des_weight_decay}")
         need(not self.des_grad_clip or self.algorithm in ("coop", "descriptor"),
              f"--des-grad-clip applies to --algorithm coop and descriptor, not {self.algorithm}")
         need(not self.des_slope_penalty or self.algorithm in ("coop", "descriptor"),

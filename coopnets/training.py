@@ -216,6 +216,7 @@ def build_session(cfg: Config, images: torch.Tensor, device: torch.device) -> Se
     fused = device.type == "cuda"  # one kernel per update instead of one per tensor
     nets = Nets(des, gen,
                 torch.optim.Adam(des.parameters(), cfg.des_lr, betas=(cfg.des_beta1, cfg.des_beta2),
+                                 weight_decay=cfg.des_weight_decay, decoupled_weight_decay=True,
                                  fused=fused),
                 torch.optim.Adam(gen.parameters(), cfg.gen_lr, betas=(cfg.gen_beta1, cfg.gen_beta2),
                                  fused=fused),

@@ -75,6 +75,12 @@ def cases(d: Path, run: Path):
         "torch.compile does not support"
     yield "--des-slope-penalty with abp", train + forty + ["--des-slope-penalty", "0.1", "--algorithm",
                                                            "abp"], 2, "applies to --algorithm coop"
+    yield "--des-energy-reg -1", train + forty + ["--des-energy-reg", "-1"], 2, \
+        "--des-energy-reg must be >= 0"
+    yield "--des-energy-reg with abp", train + forty + ["--des-energy-reg", "1", "--algorithm",
+                                                        "abp"], 2, "applies to --algorithm coop"
+    yield "--des-weight-decay -0.1", train + forty + ["--des-weight-decay", "-0.1"], 2, \
+        "--des-weight-decay must be >= 0"
     yield "--batch-size 1000 on 40", train + forty + ["--batch-size", "1000"], 2, \
         "more than the 40 training images"
     for flag, value, text in (("--nrow", "-2", "--nrow must be positive"),
