@@ -230,6 +230,8 @@ def _update_descriptor(des, opt, x_obs, x_syn, amp, cfg, state) -> tuple[dict, d
     stats = {"des_loss": loss, "f_gap": f_obs.mean() - f_syn.mean()}
     if u is not None:
         stats["des_slope"] = u.mean()
+    if cfg.des_energy_reg:  # the scores' RMS over data and samples, in f_gap's units
+        stats["des_energy"] = torch.cat([f_obs, f_syn]).float().pow(2).mean().sqrt()
     if clip is not None:
         stats["des_grad_scale"] = clip.scale
         state = {**state, "des_grad_norm": clip.state}

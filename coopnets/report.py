@@ -2,7 +2,7 @@
 
     title       the run folder's name
     config      every field of config.json
-    curves      f_gap, langevin_move, gen_loss, gen_spread, des_slope, sec_per_it from
+    curves      f_gap, langevin_move, gen_loss, gen_spread, des_slope, des_energy, sec_per_it from
                 stats.jsonl (those logged), one matplotlib PNG each
     progress    a few evenly spaced samples-*.png grids per kind (gen, rev, des) with their step
     metrics     the lines of metrics.jsonl (``coopnets eval``) as a table
@@ -22,7 +22,8 @@ from pathlib import Path
 from .errors import UserError
 from .export import read_jsonl
 
-CURVES = ("f_gap", "langevin_move", "gen_loss", "gen_spread", "des_slope", "sec_per_it")
+CURVES = ("f_gap", "langevin_move", "gen_loss", "gen_spread", "des_slope", "des_energy",
+          "sec_per_it")
 GRID_RE = re.compile(r"^samples-([a-z]+)-(\d+)\.png$")
 GRID_KINDS = {"gen": "generator", "rev": "revised by the descriptor", "des": "descriptor chains"}
 GRIDS_PER_KIND = 4

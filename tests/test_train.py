@@ -195,6 +195,25 @@ def test_a_slope_penalty_run_logs_the_slope_and_resumes_only_with_it(tmp_path, d
         train(cfg_for(digits_npz, tmp_path, steps=4), run_dir=run)
 
 
+def test_an_energy_penalty_run_logs_the_rms_score_and_resumes_only_with_it(tmp_path, digits_npz):
+    """des_energy is the RMS of f over the step's data and samples, so with as many of each
+    (smoke: 8 and 8) at least half the gap between their means (|ā − b̄| ≤ |ā| + |b̄| ≤
+    √(2(ā² + b̄²)) ≤ 2 RMS over both); a
+    different λ or weight decay is another run, the same flags resume it."""
+    run = train(cfg_for(digits_npz, tmp_path, steps=3, des_energy_reg=1.0, des_weight_decay=0.1))
+    rows = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert all(r["des_energy"] >= abs(r["f_gap"]) / 2 > 0 for r in rows)
+    saved = json.loads((run / "config.json").read_text())
+    assert (saved["des_energy_reg"], saved["des_weight_decay"]) == (1.0, 0.1)
+    with pytest.raises(UserError, match=r"des_energy_reg 1.0 -> 0.0"):
+        train(cfg_for(digits_npz, tmp_path, steps=4, des_weight_decay=0.1), run_dir=run)
+    with pytest.raises(UserError, match=r"des_weight_decay 0.1 -> 0.0"):
+        train(cfg_for(digits_npz, tmp_path, steps=4, des_energy_reg=1.0), run_dir=run)
+    assert len(train(cfg_for(digits_npz, tmp_path, steps=4, des_energy_reg=1.0,
+                             des_weight_decay=0.1), run_dir=run).joinpath("stats.jsonl")
+               .read_text().splitlines()) == 4  # the same flags resume it
+
+
 def test_a_blow_up_just_after_a_resume_is_held_back_too(tmp_path, digits_npz, monkeypatch):
     """The window the move is judged by is saved in the checkpoint: a run resumed one step
     before a blow-up holds the blown-up step back, as the uninterrupted run would (before,
