@@ -204,6 +204,8 @@ class Config:
              f"--des-energy-reg applies to --algorithm coop and descriptor, not {self.algorithm}")
         need(self.des_weight_decay >= 0,
              f"--des-weight-decay must be >= 0, got {self.des_weight_decay}")
+        need(not self.des_weight_decay or self.algorithm != "abp",
+             "--des-weight-decay decays a descriptor; --algorithm abp trains none")
         need(not self.des_grad_clip or self.algorithm in ("coop", "descriptor"),
              f"--des-grad-clip applies to --algorithm coop and descriptor, not {self.algorithm}")
         need(not self.des_slope_penalty or self.algorithm in ("coop", "descriptor"),

@@ -81,6 +81,8 @@ def cases(d: Path, run: Path):
                                                         "abp"], 2, "applies to --algorithm coop"
     yield "--des-weight-decay -0.1", train + forty + ["--des-weight-decay", "-0.1"], 2, \
         "--des-weight-decay must be >= 0"
+    yield "--des-weight-decay with abp", train + forty + ["--des-weight-decay", "0.1", "--algorithm",
+                                                          "abp"], 2, "abp trains none"
     yield "--batch-size 1000 on 40", train + forty + ["--batch-size", "1000"], 2, \
         "more than the 40 training images"
     for flag, value, text in (("--nrow", "-2", "--nrow must be positive"),
