@@ -146,8 +146,10 @@ def slope_penalty(f_syn: torch.Tensor, x_syn: torch.Tensor, weight: float, ref_s
 def energy_penalty(f_obs: torch.Tensor, f_syn: torch.Tensor, weight: float, pixels: int,
                    ref_std: float) -> torch.Tensor:
     """``weight`` · (P/s²) · (mean_i f̂(x_i)² + mean_j f̂(x̃_j)²) with f̂ = f s²/P, the scores per
-    pixel in units of 1/s². Added to ``descriptor_loss`` it scales the likelihood gradient at
-    each observed example by (1 − 2λ f̂) and at each sample by (1 + 2λ f̂) (λ = ``weight``)."""
+    pixel in units of 1/s². Its gradient in f is 2λ f̂_i / n at each of the n observed examples
+    and 2λ f̂_j / m at each of the m samples (λ = ``weight``): added to the paper's loss
+    (``descriptor_loss`` without a gap limit), the likelihood gradient at each example is
+    scaled by (1 − 2λ f̂) at the data and (1 + 2λ f̂) at the samples."""
     unit = pixels / (ref_std * ref_std)
     return weight * unit * ((f_obs.float() / unit).pow(2).mean()
                             + (f_syn.float() / unit).pow(2).mean())

@@ -78,13 +78,14 @@ class Config:
     des_grad_clip: float = 0.0
     # Penalise the energy's magnitude, as later EBMs do (Du & Mordatch 2019: α(E(x)² + E(x̃)²)):
     # the loss adds λ (P/s²) (mean_i f̂(x_i)² + mean_j f̂(x̃_j)²), f̂ = f s²/P the score per pixel in
-    # units of 1/s² (those of --des-gap-limit), so each example's likelihood gradient is scaled
-    # by (1 − 2λ f̂) at the data and (1 + 2λ f̂) at the samples. A runaway of f meets a pull back
-    # that grows with it. 0: the paper. Algorithms coop and descriptor.
+    # units of 1/s² (those of --des-gap-limit); with --des-gap-limit 0 each example's likelihood
+    # gradient is scaled by (1 − 2λ f̂) at the data and (1 + 2λ f̂) at the samples (with a limit
+    # the two terms add). A runaway of f meets a pull back that grows with it. 0: the paper.
+    # Algorithms coop and descriptor.
     des_energy_reg: float = 0.0
     # Decoupled weight decay of the descriptor (AdamW's: every weight shrinks by lr · this per
     # step, apart from Adam's step); the released MatConvNet code's SGD had L2 decay 1e-4.
-    # 0: the paper (this package's Adam).
+    # 0: the paper (this package's Adam). Every algorithm with a descriptor.
     des_weight_decay: float = 0.0
     des_init: str = "noise"  # Algorithm D chains: noise | persistent | data
     # CoopNets with a pool of persistent chains beside the generator's (0: off, the paper): the
